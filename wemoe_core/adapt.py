@@ -1,0 +1,186 @@
+"""The one test-time adaptation loop, shared by AdaMerging and WEMoE.
+
+Each step takes one unlabeled batch per task, sends each task's images through that task's own
+frozen head, and minimises the Shannon entropy of the predictions (the paper's objective). The
+router never sees the task id. Adam with a cosine schedule; a callback after every step; a stop
+check between steps; deterministic for a fixed seed on CPU.
+
+Two objectives and three levers beyond the paper are offered as named options, because the plain
+objective can lower accuracy while it lowers entropy (``TINY8.md``): ``objective="infomax"``,
+``normalize``, ``balance`` and ``logit_scale``. The preset ``PRESETS["paper"]`` is the method as
+published; ``PRESETS["tiny8"]`` is what works on the offline Tiny-8 zoo.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+
+from .models import MultiTaskModel
+from .params import hp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AdaptParams:
+    steps: int = hp(1000, "Adaptation steps; each uses one unlabeled batch per task", unit="steps", min=1, max=100_000, step=10)
+    lr: float = hp(1e-4, "Adam learning rate", min=0.0, min_open=True, max=1.0)
+    batch_size: int = hp(16, "Unlabeled images per task per step (paper: 16)", unit="images", min=1, max=1024, step=1)
+    seed: int = hp(0, "Seed of the data order", min=0, max=2**31 - 1, step=1)
+    schedule: str = hp("cosine", "Learning-rate schedule", choices=("cosine", "constant"))
+    objective: str = hp("entropy", "entropy: Shannon entropy of each prediction (paper); infomax: entropy minus the entropy of the batch-mean prediction (keeps predictions diverse)", choices=("entropy", "infomax"))
+    normalize: bool = hp(False, "Divide each task's loss by its step-0 value and average over tasks, so no task dominates")
+    balance: float = hp(0.0, "Weight of router load balancing, KL(batch-mean routing || uniform); softmax routing only", min=0.0, max=100.0, step=0.1)
+    logit_scale: float = hp(0.0, "Logit scale inside the loss; 0 = each head's own (100 for CLIP)", min=0.0, max=1000.0, step=1.0)
+    grad_clip: float = hp(0.0, "Clip the gradient norm to this value; 0 = off", min=0.0, max=1000.0, step=0.1)
+
+
+PRESETS = {
+    "paper": AdaptParams(),
+    "tiny8": AdaptParams(steps=200, lr=3e-3, objective="infomax", normalize=True, balance=1.0,
+                         logit_scale=10.0, grad_clip=1.0),
+}
+
+
+@dataclass
+class StepInfo:
+    """What a UI needs to draw one step of progress."""
+
+    step: int                               # steps done, 1-based
+    steps: int
+    loss: float
+    entropy: dict[str, float]               # mean prediction entropy per task (nats)
+    lr: float
+    elapsed: float                          # seconds since the start
+    routing: np.ndarray | None = None       # (tasks, layers, experts): each task's mean routing
+    coefficients: np.ndarray | None = None  # AdaMerging: (T,) or (groups, T)
+
+
+@dataclass
+class AdaptResult:
+    history: list[StepInfo] = field(default_factory=list)
+    stopped: bool = False
+
+    @property
+    def steps_done(self) -> int:
+        return self.history[-1].step if self.history else 0
+
+
+class AdaptationError(RuntimeError):
+    """A step failed (e.g. a non-finite loss); the parameters keep their last good values."""
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy of softmax(logits) per row (nats)."""
+    return -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)
+
+
+def adapt(model: MultiTaskModel, data: Mapping[str, Iterator[torch.Tensor]], params: AdaptParams = AdaptParams(), *,
+          callback: Callable[[StepInfo], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> AdaptResult:
+    """Adapt ``model``'s trainable parameters on endless unlabeled batches ``data[task]``."""
+    tasks = [t for t in model.tasks if t in data]
+    if not tasks:
+        raise ValueError(f"no adaptation data for any task of the model ({model.tasks})")
+    trainable = model.trainable_parameters()
+    if not trainable:
+        raise ValueError("this model has nothing to adapt: use an AdaMerging or WEMoE model")
+    enc = model.encoder
+    routed = hasattr(enc, "routing_weights")
+    if params.balance > 0 and not (routed and enc.params.routing == "softmax"):
+        raise ValueError("balance > 0 needs a WEMoE model with routing='softmax'; set balance=0")
+    joint = not (routed and enc.params.scope == "batch")
+    opt = torch.optim.Adam(trainable, lr=params.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(params))
+    result, ref, t0 = AdaptResult(), None, time.perf_counter()
+    for step in range(params.steps):
+        if should_stop is not None and should_stop():
+            result.stopped = True
+            break
+        batches = [next(data[t]) for t in tasks]
+        loss, ent, routing, ref = _loss(model, tasks, batches, params, joint, ref)
+        _update(opt, loss, trainable, params, step)
+        sched.step()
+        info = StepInfo(step + 1, params.steps, float(loss.detach()), ent, opt.param_groups[0]["lr"],
+                        time.perf_counter() - t0, routing, _coefficients(enc))
+        result.history.append(info)
+        if callback is not None:
+            callback(info)
+    return result
+
+
+def _schedule(params: AdaptParams):
+    if params.schedule == "constant":
+        return lambda s: 1.0
+    return lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, params.steps) / params.steps))
+
+
+def _loss(model, tasks, batches, params, joint, ref):
+    sizes = [len(b) for b in batches]
+    if joint:   # one forward for all tasks; per-sample routing makes this exactly per-image
+        feats = model.features(torch.cat(batches)).split(sizes)
+        routing = [model.encoder.routing_weights(detach=False)] if hasattr(model.encoder, "routing_weights") else []
+    else:       # per-batch routing: each task's batch is routed as one (FusionBench)
+        feats, routing = [], []
+        for t, b in zip(tasks, batches):
+            feats.append(model.features(b, t))
+            if hasattr(model.encoder, "routing_weights"):
+                routing.append(model.encoder.routing_weights(detach=False))
+    scale = params.logit_scale or None
+    objs, ent = [], {}
+    for t, f in zip(tasks, feats):
+        z = model.heads(f, t, scale)
+        h = entropy(z)
+        ent[t] = float(h.detach().mean())
+        obj = h.mean()
+        if params.objective == "infomax":   # minus H(batch-mean prediction): rewards diversity
+            pm = z.softmax(-1).mean(0)
+            obj = obj + (pm * pm.clamp(min=1e-12).log()).sum()
+        objs.append(obj)
+    if ref is None:
+        ref = [o.detach().abs().clamp(min=1e-6) for o in objs]
+    loss = torch.stack([o / r for o, r in zip(objs, ref)]).mean() if params.normalize else torch.stack(objs).sum()
+    w = torch.cat(routing, dim=1) if routing else None                  # (layers, B_total, T)
+    if params.balance > 0:
+        loss = loss + params.balance * _balance(w)
+    summary = _routing_summary(w.detach(), sizes) if w is not None else None
+    return loss, ent, summary, ref
+
+
+def _balance(w: torch.Tensor) -> torch.Tensor:
+    """Mean over layers of KL(batch-mean routing || uniform)."""
+    p = w.mean(dim=1).clamp(min=1e-8)                                   # (layers, T)
+    return (p * (p.log() + math.log(p.shape[-1]))).sum(-1).mean()
+
+
+def _routing_summary(w: torch.Tensor, sizes: list[int]) -> np.ndarray:
+    """(layers, B, T) -> (tasks, layers, T): each task's mean routing weights."""
+    return torch.stack([c.mean(1) for c in w.split(sizes, dim=1)]).float().cpu().numpy()
+
+
+def _update(opt, loss, trainable, params, step) -> None:
+    if not torch.isfinite(loss):
+        raise AdaptationError(f"step {step + 1}: the loss is {float(loss)}; the parameters keep their "
+                              "last good values. Lower the learning rate or the logit scale.")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = [p.grad for p in trainable if p.grad is not None]
+    if not all(torch.isfinite(g).all() for g in grads):
+        opt.zero_grad(set_to_none=True)
+        raise AdaptationError(f"step {step + 1}: non-finite gradients; the parameters keep their last "
+                              "good values. Lower the learning rate or enable grad_clip.")
+    if params.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(trainable, params.grad_clip)
+    opt.step()
+
+
+def _coefficients(enc) -> np.ndarray | None:
+    if hasattr(enc, "coefficients"):
+        return enc.coefficients().detach().float().cpu().numpy()
+    return None
