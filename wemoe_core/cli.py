@@ -1,43 +1,188 @@
-"""The command line. Each sub-command is a thin layer over the public API."""
+"""The command line: ``python -m wemoe_core <command> --help``.
+
+  pools        list pools and whether they can be used here
+  build-tiny8  build the offline Tiny-8 zoo from scratch
+  evaluate     run methods on a pool and print an accuracy table (``--json`` for machines)
+  merge        merge (and, for learning methods, adapt) and write a safetensors file
+  export       turn a saved WEMoE into a router-only checkpoint and/or a recipe JSON
+  demo         a 10-second self-check on tiny random models
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
-
-import torch
+from pathlib import Path
 
 log = logging.getLogger("wemoe_core")
 
 
+def _bar(label: str, done: int, total: int) -> None:
+    width = 30
+    fill = int(width * done / max(total, 1))
+    end = "\n" if done >= total else ""
+    print(f"\r{label:>18} [{'#' * fill}{'.' * (width - fill)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+
+def _pools(args) -> int:
+    from .pools import list_pools
+
+    for e in list_pools():
+        state = "available" if e.availability.ok else f"unavailable: {e.availability.reason}"
+        print(f"{e.name:24} {e.title:36} {state}")
+    return 0
+
+
+def _build_tiny8(args) -> int:
+    from .pools.tiny8.build import QUICK, BuildConfig, build
+
+    cfg = QUICK if args.quick else BuildConfig()
+    cfg = cfg.__class__(**{**vars(cfg), "seed": args.seed})
+    manifest = build(args.out, cfg, report=lambda m: print(m, file=sys.stderr, flush=True))
+    acc = manifest["accuracy"]
+    print(json.dumps({"pretrained": acc["pretrained"]["avg"], "individual": acc["individual"]["avg"],
+                      "wall_s": manifest["build"]["wall_s"]}))
+    return 0
+
+
+def _parse_sets(items: list[str]) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def _evaluate(args) -> int:
+    from .pools import load_pool
+    from .suite import accuracy_frame, expand_methods, run_suite
+
+    pool = load_pool(args.pool)
+    avail = pool.availability()
+    if not avail.ok:
+        raise ValueError(f"pool {args.pool!r} is unavailable: {avail.reason}")
+    steps = args.steps or (args.quick_steps if args.quick else None)
+    result = run_suite(pool, expand_methods(args.methods), args.tasks.split(",") if args.tasks else None,
+                       steps=steps, curve_every=args.curve_every, progress=_bar)
+    print(accuracy_frame(result).round(1).to_string())
+    if result["routing_share"]:
+        print("\nrouting share (%): images of task t whose strongest expert is expert t")
+        print(json.dumps(result["routing_share"], indent=1) if args.verbose else
+              _share_text(result["routing_share"]))
+    print(f"\nwall time: {result['wall_s']:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+def _share_text(share: dict) -> str:
+    import pandas as pd
+
+    return pd.DataFrame(share).T.round(0).to_string()
+
+
+def _merge(args) -> int:
+    from .io import save_merged, save_routers, save_wemoe
+    from .pools import load_pool
+    from .wemoe import WEMoE
+    from .workbench import adapt_run, build_model, evaluate_run
+
+    pool = load_pool(args.pool)
+    tasks = args.tasks.split(",") if args.tasks else None
+    adapt = {"steps": args.steps} if args.steps else None
+    run = build_model(pool, tasks, args.method, _parse_sets(args.set), adapt)
+    adapt_run(run, pool, callback=lambda s: _bar(args.method, s.step, s.steps))
+    print(evaluate_run(run, pool).round(2).to_string())
+    enc = run.model.encoder
+    cfg = pool.info.vision_config
+    if isinstance(enc, WEMoE):
+        save_wemoe(args.out, enc, cfg, run.recipe)
+        if args.routers:
+            save_routers(args.routers, enc, run.recipe)
+    elif hasattr(enc, "merged_state"):
+        save_merged(args.out, {k: v.detach() for k, v in enc.merged_state().items()}, cfg, run.recipe)
+    elif getattr(enc, "needs_task", False):
+        raise ValueError(f"{args.method} keeps one model per task: there is no single merged model to save")
+    else:
+        save_merged(args.out, enc, cfg, run.recipe)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _export(args) -> int:
+    from .io import load_wemoe, save_routers
+
+    model, recipe = load_wemoe(args.model)
+    if args.routers:
+        save_routers(args.routers, model, recipe)
+        print(f"wrote {args.routers}")
+    if args.recipe:
+        Path(args.recipe).write_text(json.dumps(json.loads(recipe.to_json()), indent=1) + "\n")
+        print(f"wrote {args.recipe}")
+    return 0
+
+
 def _demo(args) -> int:
-    """Merge three tiny random towers with every method and adapt WEMoE for a few steps."""
+    """Merge three tiny random towers and adapt WEMoE for a few steps."""
+    import torch
+
     import wemoe_core as wc
     from wemoe_core.models import Heads, VisionConfig, build_vision
 
     torch.manual_seed(0)
     cfg = VisionConfig(image_size=16, patch_size=4, width=32, layers=2, heads=4, output_dim=16)
     pre = build_vision(cfg).eval()
-    fts = []
-    for t in range(3):
-        ft = build_vision(cfg).eval()
-        ft.load_state_dict({k: v + 0.02 * torch.randn_like(v) for k, v in pre.state_dict().items()})
-        fts.append(ft)
+    fts = [{k: v + 0.02 * torch.randn_like(v) for k, v in pre.state_dict().items()} for _ in range(3)]
     tasks = ["a", "b", "c"]
-    heads = Heads({t: torch.randn(4, 16) for t in tasks})
-    model = wc.MultiTaskModel(wc.build("wemoe", pre, fts, tasks), heads)
+    model = wc.MultiTaskModel(wc.build("wemoe", pre, fts, tasks), Heads({t: torch.randn(4, 16) for t in tasks}))
     data = {t: iter(lambda: torch.randn(8, 3, 16, 16), None) for t in tasks}
-    res = wc.adapt(model, data, wc.AdaptParams(steps=args.steps, lr=1e-3),
-                   callback=lambda s: print(f"step {s.step}/{s.steps} loss {s.loss:.4f}", file=sys.stderr))
+    res = wc.adapt(model, data, wc.AdaptParams(steps=args.steps, lr=1e-3), callback=lambda s: _bar("demo", s.step, s.steps))
     print(f"adapted {res.steps_done} steps; routing weights (layers, batch, experts): "
           f"{tuple(model.encoder.routing_weights().shape)}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m wemoe_core", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m wemoe_core", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("pools", help="list pools").set_defaults(func=_pools)
+    b = sub.add_parser("build-tiny8", help="build the Tiny-8 zoo from scratch")
+    b.add_argument("--out", default="assets/tiny8")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--quick", action="store_true", help="a reduced build (seconds), for tests")
+    b.set_defaults(func=_build_tiny8)
+    e = sub.add_parser("evaluate", help="run methods on a pool and print accuracy")
+    e.add_argument("--pool", default="tiny8")
+    e.add_argument("--methods", default="all", help="'all' or a comma-separated list")
+    e.add_argument("--tasks", help="comma-separated task names (default: all of the pool's)")
+    e.add_argument("--steps", type=int, help="adaptation steps (default: the pool's recipe)")
+    e.add_argument("--quick", action="store_true", help="fewer adaptation steps")
+    e.add_argument("--quick-steps", type=int, default=40, help=argparse.SUPPRESS)
+    e.add_argument("--curve-every", type=int, default=0, help="measure accuracy every N adaptation steps")
+    e.add_argument("--json", help="write the results as JSON to this path")
+    e.set_defaults(func=_evaluate)
+    m = sub.add_parser("merge", help="merge (and adapt) one method, save safetensors")
+    m.add_argument("--pool", default="tiny8")
+    m.add_argument("--method", required=True)
+    m.add_argument("--tasks")
+    m.add_argument("--set", action="append", metavar="NAME=VALUE", help="a hyperparameter (repeatable)")
+    m.add_argument("--steps", type=int, help="adaptation steps for learning methods")
+    m.add_argument("--out", required=True)
+    m.add_argument("--routers", help="also write a router-only checkpoint (WEMoE)")
+    m.set_defaults(func=_merge)
+    x = sub.add_parser("export", help="router-only checkpoint / recipe from a saved WEMoE")
+    x.add_argument("--model", required=True)
+    x.add_argument("--routers")
+    x.add_argument("--recipe")
+    x.set_defaults(func=_export)
     d = sub.add_parser("demo", help="a 10-second self-check on tiny random models")
     d.add_argument("--steps", type=int, default=5)
     d.set_defaults(func=_demo)

@@ -1,0 +1,7 @@
+"""Pools of models: the offline Tiny-8 zoo, and real CLIP pools defined by JSON files."""
+from __future__ import annotations
+
+from .base import Availability, Pool, PoolInfo, TaskInfo
+from .registry import list_pools, load_pool
+
+__all__ = ["Availability", "Pool", "PoolInfo", "TaskInfo", "list_pools", "load_pool"]

@@ -1,0 +1,1 @@
+"""Tiny-8: the offline model zoo (task generators, builder, pool)."""

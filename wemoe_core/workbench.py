@@ -1,0 +1,152 @@
+"""The narrow facade the CLI and the app use: pool + tasks + method -> a model, adapted and
+evaluated, with a recipe. Everything here is plain composition of the public API."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .adapt import AdaptParams, AdaptResult, StepInfo, adapt
+from .data import labeled_batches, unlabeled_stream
+from .evaluate import evaluate, routing_share
+from .io import Recipe
+from .models import MultiTaskModel
+from .params import validate
+from .pools.base import Pool
+from .registry import METHODS, build, get_method
+from .wemoe import WEMoE
+
+# The benchmark's method variants: name -> (registry method, hyperparameter overrides).
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "pretrained": ("pretrained", {}),
+    "individual": ("individual", {}),
+    "average": ("average", {}),
+    "task_arithmetic": ("task_arithmetic", {}),
+    "ties": ("ties", {}),
+    "adamerging_task": ("adamerging_task", {}),
+    "adamerging_layer": ("adamerging_layer", {}),
+    "wemoe_depth0": ("wemoe", {"router_depth": 0}),
+    "wemoe_depth1": ("wemoe", {"router_depth": 1}),
+    "wemoe": ("wemoe", {}),
+    "oracle": ("wemoe", {}),
+}
+
+
+class OracleEncoder(nn.Module):
+    """WEMoE told the task: every routed module uses weight 1 on the task's own expert and 0
+    elsewhere. The ceiling of routing (equal to the individual model when only routed modules
+    were fine-tuned)."""
+
+    needs_task = True
+
+    def __init__(self, wemoe: WEMoE):
+        super().__init__()
+        self.wemoe = wemoe
+
+    def forward(self, images: torch.Tensor, task: str) -> torch.Tensor:
+        w = torch.zeros(len(self.wemoe.task_names))
+        w[self.wemoe.task_names.index(task)] = 1.0
+        with self.wemoe.forced_routing(w):
+            return self.wemoe(images)
+
+
+@dataclass
+class Run:
+    """One method run on one pool: the model, its recipe, its table, its history."""
+
+    name: str
+    model: MultiTaskModel
+    recipe: Recipe
+    adapt_params: AdaptParams | None = None       # None: the method does not learn
+    build_s: float = 0.0
+    adapt_s: float = 0.0
+    history: list[StepInfo] = field(default_factory=list)
+    curve: list[dict] = field(default_factory=list)   # accuracy along adaptation, if measured
+    stopped: bool = False
+    table: pd.DataFrame | None = None
+
+
+def recipe_for(pool: Pool, variant: str, hparams: dict | None = None,
+               adapt_params: AdaptParams | dict | None = None) -> tuple[str, dict, AdaptParams | None]:
+    """(registry method, validated hyperparameters, adaptation params or None) for a variant,
+    starting from the pool's recommended recipe, then the variant's, then the caller's."""
+    if variant not in VARIANTS and variant not in METHODS:
+        raise ValueError(f"unknown method {variant!r}; choose one of: {', '.join(VARIANTS)}")
+    method, overrides = VARIANTS.get(variant, (variant, {}))
+    rec_h, rec_a = pool_recipe(pool, method)
+    m = get_method(method)
+    hp = asdict(m.hparams(**{**rec_h, **overrides, **(hparams or {})}))
+    if not m.adaptive:
+        return method, hp, None
+    if isinstance(adapt_params, AdaptParams):
+        return method, hp, adapt_params
+    return method, hp, validate(AdaptParams, {**rec_a, **(adapt_params or {})})
+
+
+def pool_recipe(pool: Pool, method: str) -> tuple[dict, dict]:
+    """The pool's recommended hyperparameters and adaptation settings for a registry method."""
+    recipes = getattr(pool, "recipes", {}) or {}
+    r = recipes.get(method, {})
+    return dict(r.get("hparams", {})), dict(r.get("adapt", {}))
+
+
+def build_model(pool: Pool, tasks: Sequence[str], variant: str, hparams: dict | None = None,
+                adapt_params=None) -> Run:
+    """Build (not yet adapt) a method's model on the pool's tasks."""
+    tasks = pool.check_tasks(tasks)
+    method, hp, ap = recipe_for(pool, variant, hparams, adapt_params)
+    t0 = time.perf_counter()
+    enc = build(method, pool.pretrained(), pool.finetuned_sources(tasks), tasks, **hp)
+    if variant == "oracle":
+        enc = OracleEncoder(enc)
+    model = MultiTaskModel(enc, pool.heads(tasks))
+    recipe = Recipe(method=method, hparams=hp, pool=pool.name, tasks=list(tasks),
+                    adapt=asdict(ap) if ap is not None and variant != "oracle" else None,
+                    seed=hp.get("seed", ap.seed if ap else None))
+    return Run(variant, model, recipe, adapt_params=None if variant == "oracle" else ap,
+               build_s=time.perf_counter() - t0)
+
+
+def adaptation_data(pool: Pool, tasks: Sequence[str], params: AdaptParams) -> dict:
+    """Endless unlabeled batches of each task's TEST images (transductive, as in the paper)."""
+    return {t: unlabeled_stream(pool.dataset(t, "test"), params.batch_size, seed=params.seed + i)
+            for i, t in enumerate(tasks)}
+
+
+def evaluation_data(pool: Pool, tasks: Sequence[str], batch_size: int = 250, limit: int | None = None) -> dict:
+    return {t: labeled_batches(pool.dataset(t, "test", limit=limit), batch_size) for t in tasks}
+
+
+def adapt_run(run: Run, pool: Pool, *, callback: Callable[[StepInfo], None] | None = None,
+              should_stop: Callable[[], bool] | None = None, params: AdaptParams | None = None) -> AdaptResult | None:
+    """Run test-time adaptation when the method learns; no-op otherwise."""
+    params = params or run.adapt_params
+    if params is None:
+        return None
+    t0 = time.perf_counter()
+    result = adapt(run.model, adaptation_data(pool, run.recipe.tasks, params), params,
+                   callback=callback, should_stop=should_stop)
+    run.adapt_s += time.perf_counter() - t0
+    run.history.extend(result.history)
+    run.stopped = result.stopped
+    run.recipe = replace(run.recipe, adapt=asdict(params) | {"steps_done": result.steps_done})
+    return result
+
+
+def evaluate_run(run: Run, pool: Pool, limit: int | None = None) -> pd.DataFrame:
+    tasks = run.recipe.tasks
+    individual = {t: pool.task(t).individual_accuracy for t in tasks}
+    run.table = evaluate(run.model, evaluation_data(pool, tasks, limit=limit),
+                         individual=individual if all(individual.values()) else None)
+    return run.table
+
+
+def routing_table(run: Run, pool: Pool, limit: int | None = None) -> pd.DataFrame | None:
+    """Routing analysis of a WEMoE run (None for other methods)."""
+    if not isinstance(run.model.encoder, WEMoE):
+        return None
+    return routing_share(run.model, evaluation_data(pool, run.recipe.tasks, limit=limit))
