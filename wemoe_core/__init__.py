@@ -9,6 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .adapt import PRESETS, AdaptationError, AdaptParams, StepInfo, adapt  # noqa: E402
+from .checkpoints import load_vision  # noqa: E402
 from .evaluate import Explanation, evaluate, explain, routing_share  # noqa: E402
 from .models import Heads, MultiTaskModel, VisionConfig, build_vision  # noqa: E402
 from .registry import METHODS, build, get_method  # noqa: E402
@@ -31,5 +32,5 @@ def merge(method: str, pretrained: dict, finetuned: list[dict], **hparams) -> di
 __all__ = [
     "METHODS", "PRESETS", "AdaptParams", "AdaptationError", "Explanation", "Heads", "MultiTaskModel", "StepInfo",
     "VisionConfig", "WEMoE", "WEMoEParams", "adapt", "build", "build_vision", "evaluate", "explain",
-    "get_method", "merge", "routing_share", "upscale",
+    "get_method", "load_vision", "merge", "routing_share", "upscale",
 ]

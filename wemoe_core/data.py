@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 
 def _images(batch):
@@ -20,12 +20,28 @@ def unlabeled_stream(dataset: Dataset, batch_size: int, seed: int = 0, num_worke
     """Endless shuffled batches of images (labels dropped), reproducible for a given seed."""
     if len(dataset) == 0:
         raise ValueError("the adaptation data set is empty: provide at least one image per task")
+    if isinstance(dataset, IterableDataset):      # streamed (real test sets): it shuffles itself
+        yield from _iterable_stream(dataset, batch_size, seed, num_workers)
+        return
     gen = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True, drop_last=True,
                         generator=gen, num_workers=num_workers)
     while True:
         for batch in loader:
             yield _images(batch)
+
+
+def _iterable_stream(dataset: IterableDataset, batch_size: int, seed: int, num_workers: int) -> Iterator[torch.Tensor]:
+    """Endless batches from a streamed dataset: its ``shuffled(seed)`` copy when it has one,
+    with ``set_epoch`` called before each pass so every pass has a new order."""
+    ds = dataset.shuffled(seed) if hasattr(dataset, "shuffled") else dataset
+    epoch = 0
+    while True:
+        if hasattr(ds, "set_epoch"):
+            ds.set_epoch(epoch)
+        for batch in DataLoader(ds, batch_size=min(batch_size, len(ds)), drop_last=True, num_workers=num_workers):
+            yield _images(batch)
+        epoch += 1
 
 
 def labeled_batches(dataset: Dataset, batch_size: int = 256, num_workers: int = 0) -> DataLoader:

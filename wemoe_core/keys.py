@@ -94,13 +94,17 @@ _HF_LAYER = "vision_model.encoder.layers.{i}."
 _HF_IGNORED = ("vision_model.embeddings.position_ids",)
 
 
+_HF_BARE = ("embeddings.", "encoder.layers.", "pre_layrnorm.", "post_layernorm.")
+
+
 def _strip_hf_prefix(state: StateDict) -> StateDict:
-    """Accept both CLIPVisionModel (``vision_model.*``) and full CLIPModel checkpoints."""
+    """Accept CLIPVisionModel (``vision_model.*``; transformers 5 saves it without that prefix)
+    and full CLIPModel checkpoints."""
     out = {}
     for k, v in state.items():
         if k.startswith("text_model.") or k in ("logit_scale", "text_projection.weight"):
             continue
-        out[k] = v
+        out["vision_model." + k if k.startswith(_HF_BARE) else k] = v
     return out
 
 
@@ -155,3 +159,22 @@ def open_clip_to_hf(state: StateDict) -> StateDict:
     if "proj" in state:
         out["visual_projection.weight"] = state["proj"].t().contiguous()
     return out
+
+
+# --- open_clip checkpoints in other wrappings ------------------------------------------------
+def is_hf_state(state: StateDict) -> bool:
+    """True for Hugging Face CLIP names (``vision_model.*`` or, as transformers 5 saves a
+    ``CLIPVisionModel``, ``embeddings.*``), False for open_clip names."""
+    return any(k.startswith(("vision_model.", "embeddings.patch_embedding")) for k in state)
+
+
+def extract_vision(state: StateDict) -> StateDict:
+    """The vision tower of an open_clip-named state dict, whatever wraps it: a bare
+    ``VisionTransformer`` (no prefix), a whole ``CLIP`` (``visual.``), task_vectors' pickled
+    ``ImageEncoder`` (``model.visual.``), DataParallel (``module.``)."""
+    anchors = [k[: -len("conv1.weight")] for k in state if k.endswith("conv1.weight")]
+    prefixes = sorted((p for p in anchors if p + "class_embedding" in state), key=len)
+    if not prefixes:
+        raise KeyError("not a CLIP vision checkpoint: no 'conv1.weight' next to a 'class_embedding'")
+    pre = prefixes[0]
+    return {k[len(pre):]: v for k, v in state.items() if k.startswith(pre)}

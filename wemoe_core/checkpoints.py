@@ -1,0 +1,231 @@
+"""Vision towers from every supported checkpoint format, in open_clip's parameter names.
+
+Formats:
+- a Hub id of a Hugging Face ``CLIPVisionModel`` (``tanganke/clip-vit-base-patch32_svhn``:
+  ``config.json`` + ``model.safetensors``), downloaded once into the Hugging Face cache;
+- a local Hugging Face-format folder (``config.json`` + ``model.safetensors``, sharded or
+  ``pytorch_model.bin``);
+- a local safetensors file with open_clip names (a bare ``VisionTransformer``, a whole ``CLIP``,
+  or a file written by :mod:`wemoe_core.io`) or Hugging Face names;
+- a local ``torch.save`` state dict (loaded with ``weights_only=True``), and task_vectors'
+  pickled ``ImageEncoder`` files only on explicit opt-in (see :mod:`wemoe_core.pickled`).
+
+Hugging Face names are mapped by :func:`wemoe_core.keys.hf_to_open_clip`; transformers is never
+imported. Local paths are confined to :func:`wemoe_core.paths.model_root`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from open_clip.transformer import VisionTransformer
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open
+
+from . import hub, keys, paths
+from .clip_model import OPEN_CLIP_WEIGHTS, load_open_clip
+from .keys import StateDict
+from .models import VisionConfig, build_vision, check_pair, infer_config, vision_from_state
+from .pickled import load_torch
+
+log = logging.getLogger(__name__)
+
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+# Hugging Face omits fields equal to CLIPVisionConfig's defaults when it saves a config.
+_HF_DEFAULTS = {"hidden_size": 768, "intermediate_size": 3072, "projection_dim": 512, "num_hidden_layers": 12,
+                "num_attention_heads": 12, "image_size": 224, "patch_size": 32, "hidden_act": "quick_gelu"}
+# open_clip names of the OpenAI architectures, by (width, layers, patch, image size).
+KNOWN_ARCHS = {(768, 12, 32, 224): "ViT-B-32", (768, 12, 16, 224): "ViT-B-16", (1024, 24, 14, 224): "ViT-L-14"}
+
+
+@dataclass
+class Checkpoint:
+    """A vision tower's tensors in open_clip names, with its architecture when the file says."""
+
+    state: StateDict                # "proj" is missing for a Hugging Face CLIPVisionModel
+    config: VisionConfig | None     # from config.json or our own metadata; None if unknown
+    source: str                     # where it came from, for messages
+
+
+_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".json")
+
+
+def is_hub_id(source: str) -> bool:
+    """``owner/name`` as the Hub spells repository ids (no ``..``, no leading ``/``, not a
+    checkpoint file name such as ``sub/model.safetensors``)."""
+    return (isinstance(source, str) and bool(_HUB_ID.match(source)) and ".." not in source
+            and not source.lower().endswith(_FILE_SUFFIXES))
+
+
+def arch_name(cfg: VisionConfig) -> str | None:
+    """open_clip's name for an OpenAI CLIP architecture (``"ViT-B-32"``), or None."""
+    return KNOWN_ARCHS.get((cfg.width, cfg.layers, cfg.patch_size, cfg.image_size))
+
+
+def hf_config_to_vision(config: dict) -> VisionConfig:
+    """A ``VisionConfig`` from a Hugging Face ``config.json`` (CLIPVisionConfig or CLIPConfig)."""
+    v = {**_HF_DEFAULTS, **config.get("vision_config", config)}
+    width = v["hidden_size"]
+    return VisionConfig(
+        image_size=v["image_size"], patch_size=v["patch_size"], width=width, layers=v["num_hidden_layers"],
+        heads=v["num_attention_heads"], mlp_ratio=v["intermediate_size"] / width,
+        output_dim=config.get("projection_dim", v["projection_dim"]), quick_gelu=v["hidden_act"] == "quick_gelu",
+    )
+
+
+def _to_open_clip(state: StateDict, config: VisionConfig | None, label: str) -> Checkpoint:
+    try:
+        state = keys.hf_to_open_clip(state) if keys.is_hf_state(state) else keys.extract_vision(state)
+    except KeyError as e:
+        raise ValueError(f"{label}: {e.args[0]}") from None
+    return Checkpoint(state, config, label)
+
+
+def _read_safetensors_file(path: Path) -> tuple[StateDict, dict]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        return load_file(str(path)), meta
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path.name} is not a readable safetensors file ({e}); re-download or re-export it") from None
+
+
+def _read_weights(path: Path, allow_pickle: bool | None) -> tuple[StateDict, dict]:
+    if path.suffix == ".safetensors":
+        return _read_safetensors_file(path)
+    if path.name.endswith(".safetensors.index.json"):      # sharded Hugging Face checkpoint
+        shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+        state: StateDict = {}
+        for shard in shards:
+            state.update(_read_safetensors_file(path.parent / shard)[0])
+        return state, {}
+    if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
+        return load_torch(path, allow_pickle=allow_pickle), {}
+    raise ValueError(f"{path.name}: unsupported checkpoint format; use safetensors, a Hugging Face folder "
+                     "or a PyTorch state dict (.pt/.bin)")
+
+
+def _folder_weights(folder: Path) -> Path:
+    for name in ("model.safetensors", "model.safetensors.index.json", *OPEN_CLIP_WEIGHTS, "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    raise ValueError(f"{folder} holds no checkpoint: expected model.safetensors (Hugging Face) or "
+                     "open_clip_model.safetensors")
+
+
+def _read_config(path: Path) -> VisionConfig | None:
+    if not path.is_file():
+        return None
+    try:
+        return hf_config_to_vision(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a valid CLIP config.json ({e})") from None
+
+
+def _meta_config(meta: dict) -> VisionConfig | None:
+    return VisionConfig.from_dict(json.loads(meta["vision_config"])) if "vision_config" in meta else None
+
+
+def read_local(path: Path, *, allow_pickle: bool | None = None) -> Checkpoint:
+    """A checkpoint from a confined local file or folder (see the module docstring)."""
+    config = None
+    if path.is_dir():
+        config = _read_config(path / "config.json")
+        path = _folder_weights(path)
+    state, meta = _read_weights(path, allow_pickle)
+    return _to_open_clip(state, config or _meta_config(meta), str(path))
+
+
+def read_hub(repo: str) -> Checkpoint:
+    """A Hugging Face ``CLIPVisionModel`` (or ``CLIPModel``) from the Hub, cached locally."""
+    config = _read_config(Path(hub.download(repo, "config.json")))
+    weights = Path(hub.download_first(repo, HF_WEIGHTS))
+    state, _ = _read_weights(weights, allow_pickle=False)
+    return _to_open_clip(state, config, repo)
+
+
+def locate(source: str | Path, root: str | Path | None = None) -> tuple[str, Path | str]:
+    """``("local", path)`` for an existing path under ``root`` (default
+    :func:`wemoe_core.paths.model_root`), else ``("hub", id)`` for a Hub id; a local path that
+    is missing or outside the root raises (FileNotFoundError / ValueError) with what to do."""
+    source_s = str(source)
+    try:
+        return "local", paths.local_model_path(source_s, root)
+    except (FileNotFoundError, ValueError):
+        if is_hub_id(source_s):
+            return "hub", source_s
+        raise
+
+
+def read_checkpoint(source: str | Path, *, allow_pickle: bool | None = None, root: str | Path | None = None) -> Checkpoint:
+    """Tensors (open_clip names) of a Hub id or a local path (see :func:`locate`); a local path
+    of the same name wins over a Hub id."""
+    kind, where = locate(source, root)
+    return read_local(where, allow_pickle=allow_pickle) if kind == "local" else read_hub(where)
+
+
+def hub_files(source: str) -> list[tuple[str, tuple[str, ...]]]:
+    """What a Hub source needs from the Hub: ``[(repo, alternative file names), ...]``."""
+    return [(source, ("config.json",)), (source, HF_WEIGHTS)]
+
+
+def expected_state(cfg: VisionConfig) -> StateDict:
+    """Names and shapes of a tower of this architecture (meta tensors: no memory)."""
+    with torch.device("meta"):
+        return build_vision(cfg).state_dict()
+
+
+def check_vision(state: StateDict, cfg: VisionConfig, label: str) -> None:
+    """A ValueError naming the first tensor that does not fit ``cfg`` (missing, extra, shape, NaN)."""
+    check_pair(expected_state(cfg), state, label)
+
+
+def with_projection(state: StateDict, proj: torch.Tensor | None, arch: str | None, label: str) -> StateDict:
+    """``state`` with a ``proj`` tensor. A Hugging Face ``CLIPVisionModel`` has no visual
+    projection (it lives in the full CLIP model): fine-tuning never touched it, so the
+    pre-trained one is exact and its task vector is zero. It comes from ``proj`` when given,
+    else from the pre-trained open_clip model of ``arch`` (``openai`` weights)."""
+    if "proj" in state:
+        return state
+    if proj is None:
+        if arch is None:
+            raise ValueError(f"{label} has no visual projection (a CLIPVisionModel): pass proj= "
+                             "(the pre-trained model's proj) or arch= (e.g. 'ViT-B-32')")
+        proj = pretrained_projection(arch)
+    return {**state, "proj": proj}
+
+
+@functools.lru_cache(maxsize=4)
+def pretrained_projection(arch: str, pretrained: str = "openai") -> torch.Tensor:
+    """The visual projection (width, output_dim) of open_clip's pre-trained ``arch``."""
+    return load_open_clip(arch, pretrained).visual.proj.detach().clone()
+
+
+def load_vision(source: str | Path, *, arch: str | None = None, proj: torch.Tensor | None = None,
+                allow_pickle: bool | None = None, root: str | Path | None = None) -> VisionTransformer:
+    """An open_clip ``VisionTransformer`` (eval mode) from a Hub id, a Hugging Face-format
+    folder, or an open_clip safetensors file.
+
+    ``arch`` (``"ViT-B-32"``...) fixes the architecture, with QuickGELU as OpenAI CLIP needs;
+    otherwise it is read from ``config.json``, our own metadata, or the tensors (64-wide heads
+    and QuickGELU assumed). Checkpoints without a visual projection take ``proj``, or the
+    pre-trained one of ``arch`` (see :func:`with_projection`). Local paths must lie under
+    ``root`` (default ``$WEMOE_MODEL_DIR`` or ``./models``). Pickled files need
+    ``allow_pickle=True`` or ``WEMOE_ALLOW_PICKLE=1``. Mismatches raise a ValueError naming the
+    offending tensor.
+    """
+    ckpt = read_checkpoint(source, allow_pickle=allow_pickle, root=root)
+    cfg = VisionConfig.from_open_clip(arch, quick_gelu=True) if arch else ckpt.config
+    state = with_projection(ckpt.state, proj, arch or (cfg and arch_name(cfg)), ckpt.source)
+    cfg = cfg or infer_config(state, quick_gelu=True)
+    if not arch:   # the projection may come from elsewhere: its width decides
+        cfg = dataclasses.replace(cfg, output_dim=state["proj"].shape[1])
+    check_vision(state, cfg, ckpt.source)
+    return vision_from_state(state, cfg).eval()
