@@ -1,5 +1,6 @@
 """Finding pools: ``tiny8`` (shipped, offline) and one JSON file per real pool in
-``assets/pools/`` (plus any folder named by ``WEMOE_POOL_DIR``); add a pool by adding a file."""
+``assets/pools/`` (plus any folder named by ``WEMOE_POOL_DIR``); add a pool by adding a file.
+``WEMOE_TINY8_DIR`` points at another Tiny-8 build (e.g. a quick one made for tests)."""
 from __future__ import annotations
 
 import functools
@@ -55,7 +56,7 @@ def load_pool(name: str) -> Pool:
     if name == TINY8:
         from .tiny8.pool import Tiny8Pool
 
-        return Tiny8Pool(ASSETS / "tiny8")
+        return Tiny8Pool(Path(os.environ.get("WEMOE_TINY8_DIR") or ASSETS / "tiny8"))
     specs = _json_specs()
     if name not in specs:
         raise ValueError(f"unknown pool {name!r}; known pools: {', '.join([TINY8, *specs])}")

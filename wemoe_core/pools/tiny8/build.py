@@ -84,7 +84,7 @@ def pretrain(cfg: BuildConfig, report: Callable[[str], None]) -> nn.Module:
 
     torch.manual_seed(cfg.seed)
     model = build_vision(cfg.vision())
-    probes = nn.ModuleDict({a: nn.Linear(cfg.output_dim, n) for a, n in PRETRAIN_ATTRIBUTES.items()})
+    probes = nn.ModuleDict({a: nn.Linear(cfg.output_dim, len(names)) for a, names in PRETRAIN_ATTRIBUTES.items()})
     params = list(model.parameters()) + list(probes.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.pretrain_lr, weight_decay=0.05)
     sched = _cosine_lr(opt, cfg.pretrain_steps, warmup=cfg.pretrain_steps // 20)
