@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import keys
-from .ensemble import DenseExperts, EnsembleLinear, LowRankExperts
+from .ensemble import DenseExperts, EnsembleLinear, LowRankExperts, SparseExperts
 from .models import check_pair, freeze, materialise, state_of
 from .params import hp
 
@@ -37,8 +37,9 @@ class WEMoEParams:
     upscale_attention: bool = hp(False, "Also upscale each block's attention as a second, separately routed module (paper: 89.2 vs 88.3)")
     routing: str = hp("dense", "dense: unconstrained weights (paper); softmax: weights sum to 1, starting at the simple average", choices=("dense", "softmax"))
     scope: str = hp("sample", "sample: each image gets its own weights (paper); batch: one vector per batch (FusionBench shortcut, leaks the task when a batch holds one task)", choices=("sample", "batch"))
-    compress: str = hp("none", "Store task vectors dense, or as rank-r factors (saves memory, approximate)", choices=("none", "lowrank"))
+    compress: str = hp("none", "Store task vectors dense, as rank-r factors (lowrank), or as their largest entries (sparse); compressed saves memory, approximately", choices=("none", "lowrank", "sparse"))
     rank: int = hp(16, "Rank of compressed experts (compress='lowrank')", min=1, max=1024, step=1)
+    density: float = hp(0.1, "Fraction of each task vector's entries kept, by magnitude (compress='sparse'); value + index cost 2 x density of the dense memory", min=0.0, min_open=True, max=1.0, step=0.01)
     seed: int = hp(0, "Seed of the routers' random initialisation", min=0, max=2**31 - 1, step=1)
 
 
@@ -254,6 +255,8 @@ def _collect(pre, finetuned, routed, lam, names):
 def _experts(w: torch.Tensor, b: torch.Tensor, params: WEMoEParams) -> nn.Module:
     if params.compress == "lowrank":
         return LowRankExperts.from_dense(w, b, params.rank)
+    if params.compress == "sparse":
+        return SparseExperts.from_dense(w, b, params.density)
     return DenseExperts(w, b)
 
 
@@ -305,6 +308,8 @@ def _empty_linear(state: keys.StateDict, prefix: str) -> EnsembleLinear:
     like = lambda k: torch.empty_like(state[k]) if k in state else None  # noqa: E731
     if e + "a" in state:
         experts = LowRankExperts(like(e + "a"), like(e + "b"), like(e + "bias"))
+    elif e + "values" in state:
+        experts = SparseExperts(like(e + "values"), like(e + "indices"), like(e + "bias"), state[prefix + ".weight"].shape)
     else:
         experts = DenseExperts(like(e + "weight"), like(e + "bias"))
     return EnsembleLinear(like(prefix + ".weight"), like(prefix + ".bias"), experts)
