@@ -29,9 +29,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open
 
 from . import hub, keys, paths
-from .clip_model import OPEN_CLIP_WEIGHTS, load_open_clip
+from .clip_model import OPEN_CLIP_WEIGHTS, weights_file
 from .keys import StateDict
-from .models import VisionConfig, build_vision, check_pair, infer_config, vision_from_state
+from .models import VisionConfig, build_vision, check_pair, infer_config
 from .pickled import load_torch
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,8 @@ def _to_open_clip(state: StateDict, config: VisionConfig | None, label: str) -> 
         state = keys.hf_to_open_clip(state) if keys.is_hf_state(state) else keys.extract_vision(state)
     except KeyError as e:
         raise ValueError(f"{label}: {e.args[0]}") from None
+    # Half-precision files are widened: merging arithmetic runs in float32.
+    state = {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in state.items()}
     return Checkpoint(state, config, label)
 
 
@@ -205,7 +207,17 @@ def with_projection(state: StateDict, proj: torch.Tensor | None, arch: str | Non
 @functools.lru_cache(maxsize=4)
 def pretrained_projection(arch: str, pretrained: str = "openai") -> torch.Tensor:
     """The visual projection (width, output_dim) of open_clip's pre-trained ``arch``."""
-    return load_open_clip(arch, pretrained).visual.proj.detach().clone()
+    return read_local(weights_file(arch, pretrained)).state["proj"].clone()
+
+
+def tower_from_state(state: StateDict, cfg: VisionConfig) -> VisionTransformer:
+    """A ``VisionTransformer`` that uses ``state``'s tensors as its parameters: built on the
+    meta device and filled by assignment, so there is no random init and no copy (a
+    memory-mapped safetensors file stays copy-on-write). Call :func:`check_vision` first."""
+    with torch.device("meta"):
+        model = build_vision(cfg)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
 
 
 def load_vision(source: str | Path, *, arch: str | None = None, proj: torch.Tensor | None = None,
@@ -228,4 +240,4 @@ def load_vision(source: str | Path, *, arch: str | None = None, proj: torch.Tens
     if not arch:   # the projection may come from elsewhere: its width decides
         cfg = dataclasses.replace(cfg, output_dim=state["proj"].shape[1])
     check_vision(state, cfg, ckpt.source)
-    return vision_from_state(state, cfg).eval()
+    return tower_from_state(state, cfg)

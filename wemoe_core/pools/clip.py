@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from .. import checkpoints, clip_model, hub, paths
 from ..heads import CLIP_LOGIT_SCALE, cached_heads
 from ..keys import StateDict
-from ..models import Heads, VisionConfig, freeze, state_of, vision_from_state
+from ..models import Heads, VisionConfig, freeze
 from . import clip_data
 from .base import Availability, Pool, PoolInfo, TaskInfo
 
@@ -162,15 +162,15 @@ class ClipPool(Pool):
     # --- models -----------------------------------------------------------------------------
     def pretrained(self) -> nn.Module:
         """The pre-trained vision tower (open_clip ``VisionTransformer``), frozen, eval mode."""
-        if self.spec.get("pretrained_vision"):
-            state = state_of(checkpoints.load_vision(self.spec["pretrained_vision"], arch=self.arch))
-        else:
-            clip = clip_model.load_open_clip(self.arch, self.spec["pretrained"], quick_gelu=self.quick_gelu)
-            state = state_of(clip.visual)
-            del clip
+        src = self.spec.get("pretrained_vision")
+        if src:
+            ckpt = checkpoints.read_checkpoint(src, allow_pickle=self.allow_pickle)
+        else:      # only the vision tower's tensors of the open_clip file: no CLIP is built
+            ckpt = checkpoints.read_local(clip_model.weights_file(self.arch, self.spec["pretrained"]))
+        state = checkpoints.with_projection(ckpt.state, None, self.arch, "the pre-trained model")
         checkpoints.check_vision(state, self.info.vision_config, "the pre-trained model")
         self._proj = state["proj"].clone()
-        return freeze(vision_from_state(state, self.info.vision_config))
+        return freeze(checkpoints.tower_from_state(state, self.info.vision_config))
 
     def _projection(self) -> torch.Tensor:
         if self._proj is None:
