@@ -189,3 +189,16 @@ def test_local_paths_are_confined(models, tmp_path, tower):
     inside = models / "ok.safetensors"
     save_file(state_of(tower), str(inside))
     assert load_vision(str(inside)) is not None                  # absolute, but inside: fine
+
+
+def test_hf_config_defaults_and_arch_names():
+    """transformers writes only non-default fields: an empty config is CLIP ViT-B/32."""
+    from wemoe_core.checkpoints import arch_name, hf_config_to_vision, is_hub_id
+
+    cfg = hf_config_to_vision({"model_type": "clip_vision_model"})
+    assert cfg == VisionConfig.from_open_clip("ViT-B-32", quick_gelu=True)
+    full = {"projection_dim": 768, "vision_config": {"hidden_size": 1024, "num_hidden_layers": 24, "patch_size": 14,
+                                                    "num_attention_heads": 16, "intermediate_size": 4096}}
+    assert arch_name(hf_config_to_vision(full)) == "ViT-L-14"
+    assert is_hub_id("tanganke/clip-vit-base-patch32_svhn") and is_hub_id("timm/vit_base_patch32_clip_224.openai")
+    assert not any(map(is_hub_id, ["../x", "/abs/path", "a/b/c", "dir/model.safetensors", "./x"]))

@@ -109,3 +109,19 @@ def test_data_paths_are_confined(data_dir, tmp_path):
             open_images(bad, tf)
     with pytest.raises(FileNotFoundError, match="no images"):
         open_images("missing", tf)
+
+
+def test_hub_split_picks_its_config_from_the_cache(tmp_path, monkeypatch):
+    """SVHN-style repo with two subsets: only the named one is read."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fk.fake_repo(tmp_path / "hub", "fake/svhn", {
+        "cropped_digits/test-00000-of-00001.parquet": fk.parquet_bytes([1, 2, 3], tmp_path),
+        "full_numbers/test-00000-of-00001.parquet": fk.parquet_bytes([0] * 5, tmp_path),
+        "cropped_digits/train-00000-of-00001.parquet": fk.parquet_bytes([0] * 7, tmp_path)}, repo_type="dataset")
+    ds = open_images({"repo": "fake/svhn", "config": "cropped_digits"}, tf)
+    assert [y for _, y in ds] == [1, 2, 3]
+    assert len(open_images({"repo": "fake/svhn", "config": "cropped_digits"}, tf, split="train")) == 7
+    for missing in ("hf-hub:fake/svhn", {"repo": "fake/other"}):     # no config given / not cached
+        with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE"):
+            open_images(missing, tf)

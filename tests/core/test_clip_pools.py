@@ -167,3 +167,15 @@ def test_real_b32_checkpoint_from_the_hub():
     assert model.proj.shape == (768, 512)
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 224, 224)).shape == (1, 512)
+
+
+@pytest.mark.network
+def test_real_eurosat_test_split_streams():
+    """Needs the Hub: a small real test set (EuroSAT, 2,700 images) streams pre-processed."""
+    if hub.probe():
+        pytest.skip(f"no Hub here: {hub.probe()}")
+    pool = ClipPool.from_file(ASSETS / "clip-vit-b32.json")
+    ds = pool.dataset("eurosat")
+    assert len(ds) == 2700
+    items = [item for item, _ in zip(ds, range(4))]
+    assert all(x.shape == (3, 224, 224) and 0 <= y < 10 for x, y in items)
