@@ -156,7 +156,7 @@ class ClipPool(Pool):
         if reason:
             return Availability(False, f"not on this machine yet: {todo}; and {reason}. {_WHAT_TO_DO}")
         gb = self.info.extra.get("download_gb") or {}
-        size = f" (about {sum(gb.values()):.1f} GB in all)" if gb else ""
+        size = f" (the whole pool: about {sum(gb.values()):.1f} GB)" if gb else ""
         return Availability(True, f"first use downloads {todo}{size} from the Hugging Face Hub")
 
     # --- models -----------------------------------------------------------------------------
