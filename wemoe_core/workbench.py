@@ -122,14 +122,18 @@ def evaluation_data(pool: Pool, tasks: Sequence[str], batch_size: int = 250, lim
 
 
 def adapt_run(run: Run, pool: Pool, *, callback: Callable[[StepInfo], None] | None = None,
-              should_stop: Callable[[], bool] | None = None, params: AdaptParams | None = None) -> AdaptResult | None:
-    """Run test-time adaptation when the method learns; no-op otherwise."""
+              should_stop: Callable[[], bool] | None = None, params: AdaptParams | None = None,
+              device: str | torch.device = "cpu") -> AdaptResult | None:
+    """Run test-time adaptation when the method learns; no-op otherwise. The model must already
+    sit on ``device`` (``run.model.to(device)``); batches are moved there as they are drawn."""
     params = params or run.adapt_params
     if params is None:
         return None
     t0 = time.perf_counter()
-    result = adapt(run.model, adaptation_data(pool, run.recipe.tasks, params), params,
-                   callback=callback, should_stop=should_stop)
+    data = adaptation_data(pool, run.recipe.tasks, params)
+    if torch.device(device).type != "cpu":
+        data = {t: (b.to(device, non_blocking=True) for b in it) for t, it in data.items()}
+    result = adapt(run.model, data, params, callback=callback, should_stop=should_stop)
     run.adapt_s += time.perf_counter() - t0
     run.history.extend(result.history)
     run.stopped = result.stopped
@@ -137,16 +141,17 @@ def adapt_run(run: Run, pool: Pool, *, callback: Callable[[StepInfo], None] | No
     return result
 
 
-def evaluate_run(run: Run, pool: Pool, limit: int | None = None) -> pd.DataFrame:
+def evaluate_run(run: Run, pool: Pool, limit: int | None = None, device: str | torch.device = "cpu") -> pd.DataFrame:
     tasks = run.recipe.tasks
     individual = {t: pool.task(t).individual_accuracy for t in tasks}
     run.table = evaluate(run.model, evaluation_data(pool, tasks, limit=limit),
-                         individual=individual if all(individual.values()) else None)
+                         individual=individual if all(individual.values()) else None, device=device)
     return run.table
 
 
-def routing_table(run: Run, pool: Pool, limit: int | None = None) -> pd.DataFrame | None:
+def routing_table(run: Run, pool: Pool, limit: int | None = None,
+                  device: str | torch.device = "cpu") -> pd.DataFrame | None:
     """Routing analysis of a WEMoE run (None for other methods)."""
     if not isinstance(run.model.encoder, WEMoE):
         return None
-    return routing_share(run.model, evaluation_data(pool, run.recipe.tasks, limit=limit))
+    return routing_share(run.model, evaluation_data(pool, run.recipe.tasks, limit=limit), device=device)
