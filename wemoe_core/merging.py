@@ -3,6 +3,8 @@
 Every function takes the pre-trained state dict and a list of fine-tuned state dicts (same keys
 and shapes) and returns a new state dict. No file I/O, no device moves, no printing.
 Non-floating tensors (buffers such as position ids) are copied from the pre-trained model.
+Each function reads the fine-tuned models in order, one at a time, so a lazily loading sequence
+(``models.LazyStates``) keeps only one of them in memory.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Literal, Sequence
 import torch
 
 from .keys import StateDict, is_float
-from .models import check_compatible
+from .models import check_pair
 
 
 def task_vectors(pretrained: StateDict, finetuned: Sequence[StateDict]) -> list[StateDict]:
@@ -36,17 +38,14 @@ def individual(pretrained: StateDict, finetuned: Sequence[StateDict], task: int 
 
 
 def average(pretrained: StateDict, finetuned: Sequence[StateDict]) -> StateDict:
-    """Simple weight averaging: theta = mean_t theta_t."""
-    _check(pretrained, finetuned)
-    return {k: torch.stack([ft[k] for ft in finetuned]).mean(0) if is_float(v) else v.clone()
-            for k, v in pretrained.items()}
+    """Simple weight averaging: theta = mean_t theta_t (one pass, one model's worth of memory)."""
+    total = _sum(pretrained, finetuned, lambda ft, k: ft[k])
+    return {k: total[k] / len(finetuned) if k in total else v.clone() for k, v in pretrained.items()}
 
 
 def task_arithmetic(pretrained: StateDict, finetuned: Sequence[StateDict], scale: float = 0.3) -> StateDict:
-    """Task arithmetic: theta = theta_0 + scale * sum_t tau_t."""
-    _check(pretrained, finetuned)
-    tvs = task_vectors(pretrained, finetuned)
-    total = {k: torch.stack([tv[k] for tv in tvs]).sum(0) for k in tvs[0]}
+    """Task arithmetic: theta = theta_0 + scale * sum_t tau_t (one pass)."""
+    total = _sum(pretrained, finetuned, lambda ft, k: ft[k] - pretrained[k])
     return _apply(pretrained, total, scale)
 
 
@@ -65,17 +64,34 @@ def ties(
     2. Elect: per entry, the sign of the sum of the trimmed task vectors.
     3. Disjoint mean: average only the entries whose sign agrees with the elected one.
     Result: theta_0 + scale * merged.
+    Two passes over ``finetuned`` (sum of trimmed vectors, then agreeing entries), so only one
+    fine-tuned model is held at a time when the sequence loads lazily.
     """
-    _check(pretrained, finetuned)
-    tvs = [_trim(tv, density, topk) for tv in task_vectors(pretrained, finetuned)]
-    merged = {}
-    for k in tvs[0]:
-        stack = torch.stack([tv[k] for tv in tvs])                      # (T, *shape)
-        sign = torch.sign(stack.sum(0))
-        agree = (torch.sign(stack) == sign) & (stack != 0)
-        count = agree.sum(0).clamp(min=1)
-        merged[k] = (stack * agree).sum(0) / count
+    trimmed = lambda ft: _trim(task_vectors(pretrained, [ft])[0], density, topk)  # noqa: E731
+    total = _sum(pretrained, finetuned, None, whole=trimmed)
+    sign = {k: torch.sign(v) for k, v in total.items()}
+    agree_sum, count = {}, {}
+    for ft in finetuned:
+        for k, v in trimmed(ft).items():
+            agree = (torch.sign(v) == sign[k]) & (v != 0)
+            agree_sum[k] = agree_sum.get(k, 0) + v * agree
+            count[k] = count.get(k, 0) + agree.to(v.dtype)
+    merged = {k: agree_sum[k] / count[k].clamp(min=1) for k in agree_sum}
     return _apply(pretrained, merged, scale)
+
+
+def _sum(pretrained: StateDict, finetuned: Sequence[StateDict], term, whole=None) -> StateDict:
+    """sum_t term(ft_t, k) for every floating tensor k (or sum_t whole(ft_t), a dict), checking
+    each model as it streams by."""
+    if len(finetuned) < 1:
+        raise ValueError("no fine-tuned models given: select at least one task")
+    total: StateDict = {}
+    for t, ft in enumerate(finetuned):
+        check_pair(pretrained, ft, f"model {t}")
+        parts = whole(ft) if whole else {k: term(ft, k) for k, v in pretrained.items() if is_float(v)}
+        for k, v in parts.items():
+            total[k] = total[k] + v if k in total else v.clone()
+    return total
 
 
 def _trim(tv: StateDict, density: float, topk: str) -> StateDict:
@@ -97,9 +113,3 @@ def _threshold(mags: torch.Tensor, density: float) -> torch.Tensor:
 
 def _keep_top(v: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
     return torch.where(v.abs() >= thr, v, torch.zeros_like(v))
-
-
-def _check(pretrained: StateDict, finetuned: Sequence[StateDict]) -> None:
-    if len(finetuned) < 1:
-        raise ValueError("no fine-tuned models given: select at least one task")
-    check_compatible(pretrained, finetuned)

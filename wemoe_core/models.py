@@ -168,6 +168,19 @@ def materialise(src) -> keys.StateDict:
     return dict(src)
 
 
+class LazyStates(Sequence):
+    """A sequence of state dicts loaded on access from modules, dicts or zero-argument loaders."""
+
+    def __init__(self, sources: Sequence):
+        self.sources = list(sources)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, i):
+        return materialise(self.sources[i])
+
+
 def check_compatible(pretrained: keys.StateDict, finetuned: Sequence[keys.StateDict], names: Sequence[str] | None = None) -> None:
     """Raise a ValueError naming the first tensor where a fine-tuned model differs in
     architecture from the pre-trained one (missing, extra, wrong shape, non-finite)."""

@@ -9,7 +9,7 @@ from torch import nn
 
 from . import merging
 from .adamerging import AdaMerging, AdaMergingParams
-from .models import PerTaskEncoder, copy_frozen, freeze, materialise, state_of
+from .models import LazyStates, PerTaskEncoder, copy_frozen, freeze, materialise, state_of
 from .params import hp, validate
 from .wemoe import WEMoEParams, upscale
 
@@ -51,7 +51,7 @@ class Method:
 
 def _static(fn: Callable) -> Callable:
     def build(pretrained: nn.Module, finetuned: Sequence, params, task_names) -> nn.Module:
-        merged = fn(state_of(pretrained), [materialise(f) for f in finetuned], **vars(params))
+        merged = fn(state_of(pretrained), LazyStates(finetuned), **vars(params))
         model = copy_frozen(pretrained)
         model.load_state_dict(merged, strict=True)
         return model

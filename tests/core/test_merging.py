@@ -120,3 +120,29 @@ def test_build_static_methods_gives_working_encoders(pool, images, name):
     assert model.logits(images, "task1").shape == (6, 5)
     if name == "individual":
         assert torch.allclose(model.features(images, "task2"), fts[2](images), atol=1e-6)
+
+
+class _Tracked(dict):
+    """A state dict that counts how many of its kind are alive."""
+
+    alive = 0
+    peak = 0
+
+    def __init__(self, *a):
+        super().__init__(*a)
+        _Tracked.alive += 1
+        _Tracked.peak = max(_Tracked.peak, _Tracked.alive)
+
+    def __del__(self):
+        _Tracked.alive -= 1
+
+
+@pytest.mark.parametrize("name", ["average", "task_arithmetic", "ties"])
+def test_static_merges_stream_checkpoints_one_at_a_time(name):
+    pre, fts, _ = make_pool(5)
+    sources = [lambda f=f: _Tracked(state_of(f)) for f in fts]
+    _Tracked.alive = _Tracked.peak = 0
+    enc = wc.build(name, pre, sources, [f"t{i}" for i in range(5)])
+    eager = wc.merge(name, state_of(pre), [state_of(f) for f in fts])
+    assert all(torch.allclose(v, eager[k], atol=1e-6) for k, v in enc.state_dict().items())
+    assert _Tracked.peak <= 2     # the model being read, and at most the previous one

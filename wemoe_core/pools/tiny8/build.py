@@ -100,7 +100,7 @@ def pretrain(cfg: BuildConfig, report: Callable[[str], None]) -> nn.Module:
         opt.step()
         sched.step()
         if step % 100 == 0 or step == cfg.pretrain_steps - 1:
-            report(f"pre-train step {step + 1}/{cfg.pretrain_steps} loss {float(loss):.3f}")
+            report(f"pre-train step {step + 1}/{cfg.pretrain_steps} loss {float(loss.detach()):.3f}")
     return model.eval()
 
 
