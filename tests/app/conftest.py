@@ -1,0 +1,102 @@
+"""App fixtures: a Tiny-8 zoo (the shipped one when present, else a seconds-long mini build in a
+temporary folder), and the app launched with ``python app.py`` on a free port."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "assets" / "tiny8"
+# What TINY8.md found to work on Tiny-8; written beside a mini zoo so the app offers a recipe.
+RECIPES = {"recipes": {
+    "wemoe": {"hparams": {"routing": "softmax", "upscale_attention": True},
+              "adapt": {"steps": 200, "lr": 0.003, "objective": "infomax", "normalize": True, "balance": 1.0,
+                        "logit_scale": 10.0, "grad_clip": 1.0}},
+    "adamerging_layer": {"adapt": {"steps": 200, "lr": 0.003, "objective": "infomax", "normalize": True,
+                                   "logit_scale": 10.0, "grad_clip": 1.0}},
+}}
+
+
+def build_mini_zoo(out: Path) -> Path:
+    """A Tiny-8 zoo with the real builder, shrunk to seconds (accuracy is not the point here)."""
+    from wemoe_core.pools.tiny8.build import QUICK, build
+
+    cfg = dataclasses.replace(QUICK, pretrain_steps=2, pretrain_batch=16, train_per_task=32, test_per_task=32,
+                              probe_steps=2, finetune_steps=2, finetune_batch=16, threads=1)
+    build(out, cfg, report=lambda m: None)
+    (out / "recipes.json").write_text(json.dumps(RECIPES))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny8_dir(tmp_path_factory) -> Path:
+    """The Tiny-8 zoo the app tests use; sets WEMOE_TINY8_DIR for this process."""
+    if (SHIPPED / "manifest.json").is_file():
+        path = SHIPPED
+    else:
+        path = build_mini_zoo(tmp_path_factory.mktemp("tiny8"))
+    old = os.environ.get("WEMOE_TINY8_DIR")
+    os.environ["WEMOE_TINY8_DIR"] = str(path)
+    from wemoe_core.pools.registry import load_pool
+
+    load_pool.cache_clear()
+    yield path
+    load_pool.cache_clear()
+    if old is None:
+        os.environ.pop("WEMOE_TINY8_DIR", None)
+    else:
+        os.environ["WEMOE_TINY8_DIR"] = old
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> float:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the app exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return time.perf_counter() - t0
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"the app did not answer at {url} within {timeout:.0f} s")
+
+
+@pytest.fixture(scope="session")
+def app_url(tiny8_dir, tmp_path_factory) -> str:
+    """``python app.py`` on a free port (GRADIO_SERVER_PORT), stopped at the end of the session."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "WEMOE_TINY8_DIR": str(tiny8_dir),
+           "WEMOE_THREADS": "1", "WEMOE_MAX_STEPS": "500", "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for(url, proc)
+        yield url
+    except Exception:
+        print(log.read_text()[-3000:])
+        raise
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
