@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Per-sample weights are built for CHUNK_SAMPLES samples at a time, in one reused per-thread
-# workspace: few large ops (robust when other processes share the cores) and no page faults
-# from fresh allocations, which dominated on CPU (measured: benchmarks/kernels.py).
+# Per-sample weights are built for at least CHUNK_SAMPLES samples at a time (more for small
+# layers, up to CHUNK_BYTES), in one reused per-thread workspace: few large ops (robust when other
+# processes share the cores) and no page faults from fresh allocations, which dominated on CPU.
 CHUNK_SAMPLES = 16
-# Output-space transients (samples x tokens x T x out) are bounded by this, chunking the batch.
+# Transients of either form (per-sample weights, per-expert outputs) up to this, chunking the batch.
 CHUNK_BYTES = 64 * 2**20
 # Building one expert into a sample's weights costs as much as applying the weights to this many
 # tokens (memory-bound build vs compute-bound matmul). Measured on a 2-core CPU; the GPU value is
@@ -156,7 +156,7 @@ class LowRankExperts(nn.Module):
         self.register_buffer("bias", bias)
 
     @classmethod
-    def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None, rank: int) -> "LowRankExperts":
+    def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None, rank: int) -> LowRankExperts:
         # Truncated SVD per task: the best rank-r approximation in Frobenius norm.
         U, S, Vh = torch.linalg.svd(weight.float(), full_matrices=False)      # (T,out,k) (T,k) (T,k,in)
         r = min(rank, S.shape[-1])
@@ -188,7 +188,7 @@ class SparseExperts(nn.Module):
         self.shape = tuple(shape)                       # (out, in) of one expert
 
     @classmethod
-    def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None, density: float) -> "SparseExperts":
+    def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None, density: float) -> SparseExperts:
         T = weight.shape[0]
         flat = weight.reshape(T, -1)
         k = max(1, round(density * flat.shape[1]))
@@ -244,7 +244,8 @@ class EnsembleLinear(nn.Module):
             T, o, _ = dW.shape
             chunk = max(1, CHUNK_BYTES // (x.shape[1] * T * o * x.element_size()))
             return _PerSampleOutputs.apply(x, w, self.weight, dW, chunk)
-        return _PerSampleLinear.apply(x, w, self.weight, dW, CHUNK_SAMPLES)
+        chunk = max(CHUNK_SAMPLES, CHUNK_BYTES // (dW[0].numel() * dW.element_size()))
+        return _PerSampleLinear.apply(x, w, self.weight, dW, chunk)
 
     def choose_impl(self, tokens: int, device: str = "cpu") -> str:
         """Per sample, in units of one token through one (out x in) matrix: materialising costs
@@ -259,7 +260,6 @@ class EnsembleLinear(nn.Module):
 
 def _lowrank_delta(x: torch.Tensor, w: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """sum_t w_t (x b_t) a_t^T for per-sample (B, T) or shared (T,) weights."""
-    T, o, r = a.shape
     z = torch.einsum("bni,tir->bntr", x, b)                              # (B, N, T, r)
     z = z * (w[:, None, :, None] if w.dim() == 2 else w[:, None])
     return torch.einsum("bntr,tor->bno", z, a)
