@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     torch.set_num_threads(args.threads)
     mode = "quick" if args.quick else "gpu" if args.gpu else "full"
-    sections = tuple(s for s in (args.only.split(",") if args.only else SECTIONS) if s and s not in args.skip.split(","))
+    default = tuple(s for s in SECTIONS if s not in PLANS[mode].skip)
+    sections = tuple(s for s in (args.only.split(",") if args.only else default) if s and s not in args.skip.split(","))
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:
         print(f"error: unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}", file=sys.stderr)

@@ -168,7 +168,7 @@ def kernels(plan: Plan) -> dict:
         x = torch.randn(B, n, d, generator=g).to(dev, dt)
         w = torch.randn(B, T, generator=g).to(dev, dt)
         times = harness.compare({impl: _mlp_call(fc, pj, x, w, impl, setup.device) for impl in ("weights", "outputs")},
-                                plan.rounds)
+                                max(3, plan.rounds))
         out[str(n)] = {"weights_s": harness.median(times["weights"]), "outputs_s": harness.median(times["outputs"]),
                        "outputs_over_weights": harness.ratio(times, "outputs", "weights"),
                        "auto_picks": _auto_pick(fc, n, setup.device)}

@@ -12,7 +12,7 @@ class Plan:
     arch: str = "ViT-B-32"
     layers: int | None = None                  # None: the architecture's own depth (12 for B/32)
     experts: int = 8
-    rounds: int = 3                            # timed rounds per comparison (after one warm-up)
+    rounds: int = 2                            # timed rounds per comparison (after one warm-up)
     infer_batches: tuple[int, ...] = (16, 64)
     loop_infer_batches: tuple[int, ...] = (16,)        # the per-sample loop is linear in the batch
     tta_per_task: int = 1                      # images per task per step for the 3-way timing
@@ -20,7 +20,7 @@ class Plan:
     paper_per_task: int | None = 16            # our own step measured at the paper's batch (memory)
     growth_experts: tuple[int, ...] = (2, 4, 8, 16, 20)
     growth_layers: tuple[int, ...] = (4, 12, 24)
-    growth_tasks: int = 4                      # tasks (1 image each) per growth step, fixed across T
+    growth_tasks: int = 2                      # tasks (1 image each) per growth step, fixed across T
     kernel_tokens: tuple[int, ...] = (1, 2, 4, 8, 16, 50)
     kernel_batch: int = 16
     build_layers: int | None = None            # upscale-from-disk model depth
@@ -31,6 +31,7 @@ class Plan:
         {"compress": "sparse", "density": 0.1}, {"compress": "sparse", "density": 0.05}))
     dtypes: tuple[str, ...] = ("float32",)
     device: str = "cpu"
+    skip: tuple[str, ...] = ()                 # sections this mode leaves out unless asked for
 
     def reductions(self) -> list[str]:
         """Plain-language list of every way this plan departs from the paper's setting."""
@@ -44,6 +45,9 @@ class Plan:
         out.append(f"per-sample loop inference timed at batch {', '.join(map(str, self.loop_infer_batches))} only "
                    "(its cost is exactly linear in the batch)")
         out.append(f"growth steps use {self.growth_tasks} tasks x 1 image, whatever the expert count")
+        if self.layers and self.layers < 12:
+            out.append("with so few blocks, fixed costs (the per-thread workspace of 16 samples' weights, "
+                       "~150 MB at B/32 width, and the patch embedding) weigh more than at full depth")
         return out
 
 
@@ -51,7 +55,8 @@ FULL = Plan("full")
 QUICK = Plan("quick", layers=2, rounds=2, infer_batches=(2, 8), loop_infer_batches=(2,), tta_per_task=1,
              loop_memory_per_task=(1,), paper_per_task=None, growth_experts=(2, 8), growth_layers=(1, 2),
              growth_tasks=1, kernel_tokens=(1, 50), kernel_batch=4, build_layers=1, tiny8_quick=True,
-             tiny8_steps=10, compress=({"compress": "lowrank", "rank": 16}, {"compress": "sparse", "density": 0.1}))
+             tiny8_steps=10, compress=({"compress": "lowrank", "rank": 16}, {"compress": "sparse", "density": 0.1}),
+             skip=("kernels", "precision"))
 GPU = Plan("gpu", rounds=5, infer_batches=(16, 64, 256), loop_infer_batches=(16,), tta_per_task=4,
            loop_memory_per_task=(1, 2, 4), paper_per_task=16, growth_experts=(2, 4, 8, 16, 20), growth_layers=(4, 12, 24),
            growth_tasks=8, kernel_tokens=(1, 4, 16, 50, 257), kernel_batch=64, dtypes=("float32", "bfloat16"),

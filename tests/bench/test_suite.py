@@ -1,0 +1,68 @@
+"""The benchmark suite's own logic: its baseline is the public algorithm (so the speed-ups mean
+something), and its reports carry the names outside scripts read. Nothing here times anything."""
+import json
+
+import pytest
+import torch
+
+import wemoe_core as wc
+from benchmarks import core, report
+from benchmarks.plans import PLANS
+from benchmarks.reference import per_sample_loop
+
+
+def test_reference_loop_equals_our_wemoe_forward_and_router_gradients(pool, images):
+    pre, fts, _ = pool
+    model = wc.upscale(pre, fts)
+    target = torch.randn(6, 16, generator=torch.Generator().manual_seed(0))
+    (model(images) * target).sum().backward()
+    ours = [p.grad.clone() for p in model.router_parameters()]
+    model.zero_grad()
+    with per_sample_loop():
+        out = model(images)
+    (out * target).sum().backward()
+    assert torch.allclose(out, model(images), atol=1e-5)
+    assert all(torch.allclose(a, p.grad, atol=1e-5, rtol=1e-4) for a, p in zip(ours, model.router_parameters()))
+
+
+def _fake_results():
+    return {
+        "machine": {"date": "2026-01-01", "cpu": "test", "threads": 2, "memory_gb": 1, "torch": "x"},
+        "plan": {"mode": "quick", "experts": 8, "paper_per_task": None}, "reductions": ["r"],
+        "inference": {"4": {"plain_s": 1.0, "wemoe_s": 1.2, "loop_s": 3.0, "time_ratio_vs_plain": 1.2,
+                            "speedup_vs_loop": 2.5},
+                      "16": {"plain_s": 4.0, "wemoe_s": 5.6, "time_ratio_vs_plain": 1.4}},
+        "tta": {"plain_s": 1.0, "wemoe_s": 1.5, "loop_s": 6.0, "per_task": 1, "images": 8,
+                "time_ratio_vs_plain": 1.5, "speedup_vs_loop": 4.0},
+        "tta_memory": {"peaks_mb": {"plain_peak_mb@1": 50, "wemoe_peak_mb@1": 60, "loop_peak_mb@1": 300},
+                       "peak_memory_ratio_vs_loop": 0.2, "expert_mb": 1, "loop_mb_per_image_per_task": 300},
+        "tiny8": {"skipped": "no zoo"},
+    }
+
+
+def test_headline_names_and_verdicts():
+    res = _fake_results()
+    head = report.headline(res)
+    assert set(head) == set(report.TARGETS)
+    assert head["inference_time_ratio_vs_plain"] == 1.4           # the largest batch
+    assert head["compressed_expert_memory_ratio"] is None          # Tiny-8 missing: pending, not guessed
+    v = report.verdicts(head)
+    assert v["tta_step_speedup_vs_loop"]["met"] is False and v["tta_step_peak_memory_ratio_vs_loop"]["met"] is True
+    assert v["compressed_accuracy_drop_points"]["met"] is None
+    res.update(head, targets=v)
+    md = report.markdown(res)
+    assert "pending" in md and "no zoo" in md and "| inference time | batch 16 |" in md
+    json.dumps(res)
+
+
+def test_line_fit_and_crossover():
+    slope, icpt = core._fit([(1, 3.0), (2, 5.0), (4, 9.0)])
+    assert slope == pytest.approx(2.0) and icpt == pytest.approx(1.0)
+    rows = {"1": {"outputs_over_weights": 0.5}, "4": {"outputs_over_weights": 1.2}, "50": {"outputs_over_weights": 4.0}}
+    assert core._crossover(rows) == 4
+    assert core._crossover({"1": {"outputs_over_weights": 0.5}}) is None
+
+
+def test_every_plan_states_its_reductions():
+    for plan in PLANS.values():
+        assert plan.reductions() and all(isinstance(r, str) for r in plan.reductions())
