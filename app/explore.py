@@ -77,6 +77,14 @@ def gallery(sid: str | None) -> list[tuple[str, str]]:
     return [(p, f"{t.get(task, task)}: {label}") for p, task, label in examples(s.pool)]
 
 
+def shown(img: Image.Image, side: int = 256) -> Image.Image:
+    """A small image enlarged for display (the model still gets the original)."""
+    if max(img.size) >= side:
+        return img
+    k = side / max(img.size)
+    return img.resize((round(img.width * k), round(img.height * k)), Image.BICUBIC)
+
+
 def use_upload(sid: str | None, path: str | None) -> tuple:
     s = STORE.resume(sid)
     if not path:
@@ -87,7 +95,7 @@ def use_upload(sid: str | None, path: str | None) -> tuple:
         return gr.update(), warn(str(e))
     with s.lock:
         s.image, s.image_note, s.truth = img, f"your image ({img.width} x {img.height})", None
-    return img, s.image_note
+    return shown(img), s.image_note
 
 
 def use_example(sid: str | None, evt: gr.SelectData) -> tuple:
@@ -99,7 +107,7 @@ def use_example(sid: str | None, evt: gr.SelectData) -> tuple:
     with s.lock:
         s.image, s.truth = open_image(path), (task, label)
         s.image_note = f"example of {titles(load_pool(s.pool)).get(task, task)}: {label}"
-    return s.image, s.image_note
+    return shown(s.image), s.image_note
 
 
 # --- models -----------------------------------------------------------------------------------

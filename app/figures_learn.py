@@ -12,8 +12,8 @@ from .figures import _layout, colour
 
 def cosine(df: pd.DataFrame, titles: Mapping[str, str]) -> go.Figure:
     names = [titles.get(t, t) for t in df.index]
-    fig = go.Figure(go.Heatmap(z=df.values, x=names, y=names, zmin=-1, zmax=1, colorscale="RdBu_r",
-                               text=np.round(df.values, 2), texttemplate="%{text}", colorbar=dict(thickness=12),
+    fig = go.Figure(go.Heatmap(z=df.values.astype(float), x=names, y=names, zmin=-1, zmax=1, colorscale="RdBu_r",
+                               texttemplate="%{z:.2f}", colorbar=dict(thickness=12),
                                hovertemplate="%{y} vs %{x}<br>cosine %{z:.3f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, "Cosine similarity of the task vectors", height=430)
@@ -44,7 +44,8 @@ def memory(df: pd.DataFrame) -> go.Figure:
     fig.update_layout(barmode="stack")
     fig.update_xaxes(title="parameters kept in memory (millions)")
     fig.update_yaxes(autorange="reversed")
-    return _layout(fig, "Memory: T fine-tuned models vs one merged model", height=330)
+    ratio = " · ".join(f"{name}: {x:g}×" for name, x in df["x one model"].items())
+    return _layout(fig, f"Memory, in units of one model<br><sup>{ratio}</sup>", height=350)
 
 
 def selection(sel: pd.DataFrame, others: Mapping[str, pd.Series], titles: Mapping[str, str]) -> go.Figure:
@@ -82,7 +83,7 @@ def routing_pair(panels: list[tuple[str, np.ndarray]], modules: list[str], exper
     lo = min(float(w.min()) for _, w in panels)
     hi = max(float(w.max()) for _, w in panels)
     for i, (_, w) in enumerate(panels):
-        fig.add_trace(go.Heatmap(z=w, x=experts, y=modules, zmin=lo, zmax=hi, colorscale="Viridis",
+        fig.add_trace(go.Heatmap(z=np.asarray(w, dtype=float), x=experts, y=modules, zmin=lo, zmax=hi, colorscale="Viridis",
                                  showscale=i == len(panels) - 1, colorbar=dict(thickness=12),
                                  hovertemplate="module %{y}<br>expert %{x}<br>weight %{z:.4f}<extra></extra>"), 1, i + 1)
         fig.update_yaxes(autorange="reversed", row=1, col=i + 1, showticklabels=i == 0)

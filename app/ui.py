@@ -97,20 +97,20 @@ def _explore_tab(c: SimpleNamespace) -> None:
 
 def _compare_tab(c: SimpleNamespace) -> None:
     with gr.Tab("4 · Compare", id="compare"):
-        c.compare_df = gr.Dataframe(label="every model of this session", interactive=False)
-        c.compare_plot = gr.Plot()
+        c.compare_df = gr.Dataframe(label="every model of this session", interactive=False, elem_id="wm-compare")
+        c.compare_plot = gr.Plot(elem_id="wm-compare-plot")
         c.share_model = gr.Dropdown(label="routing analysis of", choices=[])
-        c.share_plot = gr.Plot()
+        c.share_plot = gr.Plot(elem_id="wm-share")
 
 
 def _learn_tab(c: SimpleNamespace) -> None:
     with gr.Tab("5 · Learn", id="learn") as c.learn_tab:
-        c.learn_status = gr.Markdown("The figures are measured when you open this tab.")
+        c.learn_status = gr.Markdown("The figures are measured when you open this tab.", elem_id="wm-learn-status")
         c.learn_plots = []
         for text, fig in learn.sections():
             gr.Markdown(text, latex_delimiters=[])
             if fig:
-                c.learn_plots.append(gr.Plot(label=fig))
+                c.learn_plots.append(gr.Plot(label=fig, elem_id=f"wm-learn-{fig}"))
 
 
 def _export_tab(c: SimpleNamespace) -> None:
@@ -121,7 +121,7 @@ def _export_tab(c: SimpleNamespace) -> None:
             c.export_model = gr.Dropdown(label="model", choices=[])
             c.export_btn = gr.Button("Prepare files", variant="primary")
         c.export_md = gr.Markdown()
-        c.export_files = gr.File(label="files", file_count="multiple", interactive=False)
+        c.export_files = gr.File(label="files", file_count="multiple", interactive=False, elem_id="wm-export-files")
 
 
 def _api(c: SimpleNamespace) -> None:
@@ -147,7 +147,8 @@ def _wire(c: SimpleNamespace, demo: gr.Blocks) -> None:
         trigger(callbacks.show_method, [c.method, c.pool_dd, c.preset], method_out, **PRIVATE)
     demo.load(callbacks.show_method, [c.method, c.pool_dd, c.preset], method_out, **PRIVATE)
     c.run_btn.click(callbacks.start, [c.sid, c.pool_dd, c.tasks_cb, c.method, *c.controls],
-                    [c.job_md, c.progress, c.timer, c.seen, c.entropy_plot, c.routing_plot], concurrency_limit=None, **PRIVATE)
+                    [c.job_md, c.progress, c.timer, c.seen, c.entropy_plot, c.routing_plot], concurrency_limit=None,
+                    show_progress="hidden", **PRIVATE)
     c.stop_btn.click(callbacks.stop, [c.sid], [c.job_md], concurrency_limit=None, **PRIVATE)
     c.timer.tick(callbacks.poll, [c.sid, c.seen], [c.progress, c.job_md, c.entropy_plot, c.routing_plot, c.timer, c.seen,
                                                   *views_out], show_progress="hidden", concurrency_limit=None, **PRIVATE)
@@ -170,7 +171,7 @@ def build_demo() -> gr.Blocks:
     set_threads()
     pool = load_pool(default_pool())
     c = SimpleNamespace()
-    with gr.Blocks(title="WEMoE Explorer") as demo:
+    with gr.Blocks(title="WEMoE Explorer", delete_cache=(3600, 6 * 3600)) as demo:
         c.sid = gr.BrowserState(None, storage_key="wemoe-explorer-session")
         c.seen = gr.State(-1)
         gr.Markdown(f"# WEMoE Explorer\n{INTRO}\n\n<span class='wm-small'>Computing on **{device_label()}**.</span>",

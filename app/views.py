@@ -9,7 +9,7 @@ CSS = """
 .wm-progress > div {height: 100%; background: linear-gradient(90deg, #4C78A8, #72B7B2); transition: width .4s;}
 .wm-preds {border-collapse: collapse; width: 100%; font-size: 13px;}
 .wm-preds th, .wm-preds td {border-bottom: 1px solid #e5e7eb; padding: 4px 6px; vertical-align: top; text-align: left;}
-.wm-preds th {background: #f6f7fb;}
+.wm-preds th {background: #f6f7fb;} .wm-preds tbody th {width: 11em;}
 .wm-row {display: flex; align-items: center; gap: 6px; line-height: 17px;}
 .wm-bar {height: 9px; background: #4C78A8; border-radius: 3px; min-width: 1px;}
 .wm-row.ok .wm-bar {background: #54A24B;} .wm-row.ok {font-weight: 600;}

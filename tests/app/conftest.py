@@ -1,5 +1,8 @@
 """App fixtures: a Tiny-8 zoo (the shipped one when present, else a seconds-long mini build in a
-temporary folder), and the app launched with ``python app.py`` on a free port."""
+temporary folder), and the app launched with ``python app.py`` on a free port.
+
+tests/browser imports these fixtures too; pytest then holds two definitions of each, so the zoo
+and the server are kept in ``_SHARED`` and made once per test session."""
 from __future__ import annotations
 
 import dataclasses
@@ -37,13 +40,16 @@ def build_mini_zoo(out: Path) -> Path:
     return out
 
 
+_SHARED: dict = {}
+
+
 @pytest.fixture(scope="session")
 def tiny8_dir(tmp_path_factory) -> Path:
     """The Tiny-8 zoo the app tests use; sets WEMOE_TINY8_DIR for this process."""
-    if (SHIPPED / "manifest.json").is_file():
-        path = SHIPPED
-    else:
-        path = build_mini_zoo(tmp_path_factory.mktemp("tiny8"))
+    if "zoo" not in _SHARED:
+        shipped = (SHIPPED / "manifest.json").is_file()
+        _SHARED["zoo"] = SHIPPED if shipped else build_mini_zoo(tmp_path_factory.mktemp("tiny8"))
+    path = _SHARED["zoo"]
     old = os.environ.get("WEMOE_TINY8_DIR")
     os.environ["WEMOE_TINY8_DIR"] = str(path)
     from wemoe_core.pools.registry import load_pool
@@ -80,23 +86,33 @@ def wait_for(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> float:
 @pytest.fixture(scope="session")
 def app_url(tiny8_dir, tmp_path_factory) -> str:
     """``python app.py`` on a free port (GRADIO_SERVER_PORT), stopped at the end of the session."""
+    if "server" not in _SHARED:
+        _SHARED["server"] = start_app(tiny8_dir, tmp_path_factory.mktemp("app") / "app.log")
+    proc, url = _SHARED["server"]
+    _SHARED["users"] = _SHARED.get("users", 0) + 1
+    yield url
+    _SHARED["users"] -= 1
+    if _SHARED["users"] == 0:
+        del _SHARED["server"]
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def start_app(zoo: Path, log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    log = tmp_path_factory.mktemp("app") / "app.log"
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "WEMOE_TINY8_DIR": str(tiny8_dir),
+           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "WEMOE_TINY8_DIR": str(zoo),
            "WEMOE_THREADS": "1", "WEMOE_MAX_STEPS": "500", "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_for(url, proc)
-        yield url
     except Exception:
+        proc.kill()
         print(log.read_text()[-3000:])
         raise
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    return proc, url

@@ -1,0 +1,125 @@
+"""Measure the app's targets on this machine with Tiny-8 and print one JSON line:
+
+- start-up: ``python app.py`` until the page answers, and until chromium shows the tabs;
+- predict: server time of Explore's predict (TA + WEMoE side by side, heatmap and overlay drawn),
+  and the round trip of ``/predict`` through gradio_client;
+- a WEMoE adaptation of N steps (the pool's recipe): wall time and progress updates per second.
+
+    WEMOE_TINY8_DIR=/tmp/tiny8_app .venv/bin/python scripts/measure_app.py --steps 200
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def startup(port: int) -> dict:
+    from tests.app.conftest import wait_for
+
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = {"http_200_s": round(wait_for(f"http://127.0.0.1:{port}/", proc), 2)}
+    try:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                  args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = b.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.get_by_role("tab", name="2 · Merge & adapt").wait_for()
+            out["tabs_visible_s"] = round(time.perf_counter() - t0, 2)
+            b.close()
+    except Exception as e:  # noqa: BLE001 - no browser: report the HTTP time only
+        out["browser"] = str(e)[:200]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return out
+
+
+def predict_latency(n: int = 20) -> dict:
+    import gradio as gr
+
+    from app import callbacks, explore
+    from app.sessions import STORE
+    from tests.app.test_callbacks import run_to_end, values_for
+    from wemoe_core.pools import load_pool
+
+    pool = load_pool("tiny8")
+    sid = STORE.resume(None).id
+    for method, extra in (("task_arithmetic", {}), ("wemoe", {"steps": 2})):
+        callbacks.start(sid, "tiny8", pool.tasks, method, *values_for(pool, method, **extra))
+        run_to_end(sid, timeout=600)
+    times = []
+    for i in range(n):
+        explore.use_example(sid, gr.SelectData(None, {"index": i % 16, "value": None}))
+        t = time.perf_counter()
+        explore.predict(sid, ["m1", "m2"], "m2", None, None)
+        times.append(1000 * (time.perf_counter() - t))
+    return {"predict_ms_median": round(statistics.median(times), 1), "predict_ms_max": round(max(times), 1),
+            "models_side_by_side": 2}
+
+
+def adaptation(steps: int) -> dict:
+    from app import callbacks
+    from app.jobs import JOBS
+    from app.sessions import STORE
+    from tests.app.test_callbacks import values_for
+    from wemoe_core.pools import load_pool
+
+    pool = load_pool("tiny8")
+    sid = STORE.resume(None).id
+    t0 = time.perf_counter()
+    callbacks.start(sid, "tiny8", pool.tasks, "wemoe", *values_for(pool, "wemoe", steps=steps))
+    s = STORE.get(sid)
+    job = JOBS.get(s.id, s.job_id)
+    seen, gaps, last = -1, [], None
+    while not job.done.wait(0.5):                                  # what the page's timer sees
+        p = job.snapshot()
+        if p.step and p.step != seen:
+            now = time.perf_counter()
+            if last is not None:
+                gaps.append(now - last)
+            seen, last = p.step, now
+    p = job.snapshot()
+    wall = time.perf_counter() - t0
+    return {"wemoe_steps": p.step, "wemoe_adapt_s": round(p.elapsed, 1), "wemoe_total_s": round(wall, 1),
+            "steps_per_s": round(p.step / p.elapsed, 2) if p.elapsed else None,
+            "longest_gap_between_updates_s": round(max(gaps), 2) if gaps else None,
+            "accuracy_avg": round(float(s.model(None).run.table.at["avg", "accuracy"]), 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--port", type=int, default=7899)
+    ap.add_argument("--skip", default="", help="comma-separated: startup,predict,adapt")
+    args = ap.parse_args()
+    skip = set(args.skip.split(","))
+    out = {"load_avg_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
+    if "startup" not in skip:
+        out |= startup(args.port)
+    from app.config import set_threads
+
+    set_threads()
+    if "predict" not in skip:
+        out |= predict_latency()
+    if "adapt" not in skip:
+        out |= adaptation(args.steps)
+    out["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
