@@ -15,8 +15,10 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing as mp
 import platform
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,7 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ... import __version__
@@ -47,22 +49,25 @@ class BuildConfig:
     pretrain_steps: int = 2000      # pre-training on the generated mixture
     pretrain_batch: int = 128
     pretrain_lr: float = 1e-3
+    pretrain_images: int = 32000    # generated once, then shuffled each epoch
     train_per_task: int = 5000      # labeled train images per task (probes and fine-tuning)
     test_per_task: int = 500        # test images per task (evaluation and adaptation)
     logit_scale: float = 20.0       # of the frozen cosine heads
-    probe_steps: int = 300
+    head_shots: int = 16            # heads = class means of this many pre-trained features per class
+    probe_steps: int = 0            # > 0: then train the heads as cosine probes on all train images
     finetune_steps: int = 200
     finetune_batch: int = 64
     finetune_lr: float = 3e-4
-    threads: int = 2                # fixed: CPU reductions depend on the thread count
+    threads: int = 2                # of pre-training; fixed: CPU reductions depend on the thread count
+    workers: int = 2                # processes fine-tuning tasks in parallel (one thread each)
 
     def vision(self) -> VisionConfig:
         return VisionConfig(image_size=self.image_size, patch_size=self.patch_size, width=self.width,
                             layers=self.layers, heads=self.heads, mlp_ratio=4.0, output_dim=self.output_dim)
 
 
-QUICK = BuildConfig(pretrain_steps=30, pretrain_batch=32, train_per_task=128, test_per_task=64,
-                    probe_steps=20, finetune_steps=6, finetune_batch=32)
+QUICK = BuildConfig(pretrain_steps=30, pretrain_batch=32, pretrain_images=512, train_per_task=128, test_per_task=64,
+                    finetune_steps=6, finetune_batch=32)
 
 
 def to_input(images: torch.Tensor) -> torch.Tensor:
@@ -88,12 +93,19 @@ def pretrain(cfg: BuildConfig, report: Callable[[str], None]) -> nn.Module:
     params = list(model.parameters()) + list(probes.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.pretrain_lr, weight_decay=0.05)
     sched = _cosine_lr(opt, cfg.pretrain_steps, warmup=cfg.pretrain_steps // 20)
-    rng = np.random.default_rng([cfg.seed, 1000])
+    images, attrs = pretrain_batch(np.random.default_rng([cfg.seed, 1000]), cfg.pretrain_images)
+    images, attrs = torch.from_numpy(images), {a: torch.from_numpy(y) for a, y in attrs.items()}
+    report(f"generated {len(images)} pre-training images")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order, pos = torch.randperm(len(images), generator=gen), 0
     model.train()
     for step in range(cfg.pretrain_steps):
-        images, attrs = pretrain_batch(rng, cfg.pretrain_batch)
-        feats = model(to_input(torch.from_numpy(images)))
-        loss = sum(F.cross_entropy(probes[a](feats), torch.from_numpy(y)) for a, y in attrs.items())
+        if pos + cfg.pretrain_batch > len(order):
+            order, pos = torch.randperm(len(images), generator=gen), 0
+        idx = order[pos:pos + cfg.pretrain_batch]
+        pos += cfg.pretrain_batch
+        feats = model(to_input(images[idx]))
+        loss = sum(F.cross_entropy(probes[a](feats), y[idx]) for a, y in attrs.items())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(params, 1.0)
@@ -110,9 +122,12 @@ def features(model: nn.Module, images: torch.Tensor, batch: int = 500) -> torch.
 
 
 def fit_probe(feats: torch.Tensor, labels: torch.Tensor, n_classes: int, cfg: BuildConfig) -> torch.Tensor:
-    """A cosine classifier on frozen features: class weights (C, D), rows L2-normalised."""
+    """A frozen cosine head (C, D), rows L2-normalised. Like CLIP's zero-shot heads it is a set of
+    class prototypes: the mean normalised pre-trained feature of ``head_shots`` images per class
+    (weak on purpose, as zero-shot heads are), optionally refined as a probe (``probe_steps``)."""
     f = F.normalize(feats, dim=-1)
-    w = torch.stack([f[labels == c].mean(0) for c in range(n_classes)]).clone().requires_grad_(True)
+    shots = cfg.head_shots or len(labels)
+    w = torch.stack([f[labels == c][:shots].mean(0) for c in range(n_classes)]).clone().requires_grad_(True)
     opt = torch.optim.Adam([w], lr=0.05)
     for _ in range(cfg.probe_steps):
         loss = F.cross_entropy(cfg.logit_scale * f @ F.normalize(w, dim=-1).t(), labels)
@@ -158,7 +173,7 @@ def finetune(pre: nn.Module, head: torch.Tensor, images: torch.Tensor, labels: t
         loss.backward()
         opt.step()
         sched.step()
-    report(f"  fine-tuned {cfg.finetune_steps} steps, last loss {float(loss):.3f}")
+    report(f"  fine-tuned {cfg.finetune_steps} steps, last loss {float(loss.detach()):.3f}")
     return model.eval()
 
 
@@ -166,32 +181,65 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build(out: str | Path, cfg: BuildConfig = BuildConfig(), report: Callable[[str], None] = log.info) -> dict:
-    """Build the whole zoo into ``out``; returns the manifest (also written as manifest.json)."""
+def task_job(name: str, index: int, pre_state: dict, cfg: BuildConfig) -> tuple[torch.Tensor, dict, float, float]:
+    """Everything one task needs, independent of the others (so tasks run in parallel processes):
+    generate its data, fit its probe on pre-trained features, fine-tune, evaluate both.
+    Returns (head, fine-tuned state, probe accuracy %, fine-tuned accuracy %)."""
     from .tasks import TASKS, generate
+
+    torch.set_num_threads(1)            # one thread per task process: fixed, so results are exact
+    pre = build_vision(cfg.vision())
+    pre.load_state_dict(pre_state)
+    pre.eval()
+    tr_x, tr_y = (torch.from_numpy(a) for a in generate(name, "train", cfg.train_per_task, seed=cfg.seed))
+    te_x, te_y = (torch.from_numpy(a) for a in generate(name, "test", cfg.test_per_task, seed=cfg.seed))
+    head = fit_probe(features(pre, tr_x), tr_y, len(TASKS[name].classnames), cfg)
+    probe_acc = accuracy(pre, head, te_x, te_y)
+    model = finetune(pre, head, tr_x, tr_y, cfg, index, lambda m: None)
+    return head, {k: v.contiguous() for k, v in model.state_dict().items()}, probe_acc, accuracy(model, head, te_x, te_y)
+
+
+def _run_tasks(pre_state: dict, cfg: BuildConfig, report: Callable[[str], None]) -> dict:
+    from .tasks import TASKS
+
+    jobs = [(name, i, pre_state, cfg) for i, name in enumerate(TASKS)]
+    if cfg.workers <= 1:
+        return {j[0]: task_job(*j) for j in jobs}
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx) as pool:
+        futures = {name: pool.submit(task_job, *j) for j, name in zip(jobs, TASKS)}
+        out = {}
+        for name, fut in futures.items():
+            out[name] = fut.result()
+            report(f"{name}: probe {out[name][2]:.1f} %, fine-tuned {out[name][3]:.1f} %")
+        return out
+
+
+def build(out: str | Path, cfg: BuildConfig = BuildConfig(), report: Callable[[str], None] = log.info,
+          pretrained: str | Path | None = None) -> dict:
+    """Build the whole zoo into ``out``; returns the manifest (also written as manifest.json).
+    ``pretrained``: reuse a pre-trained tower from an earlier build with the same config (for
+    experiments on fine-tuning); the manifest then records that file's hash."""
+    from .tasks import TASKS
 
     t0 = time.perf_counter()
     torch.set_num_threads(cfg.threads)
     out = Path(out)
     (out / "finetuned").mkdir(parents=True, exist_ok=True)
-    pre = pretrain(cfg, report)
-    heads, acc = {}, {"pretrained": {}, "individual": {}}
-    finetuned = {}
-    for i, (name, spec) in enumerate(TASKS.items()):
-        tr_x, tr_y = (torch.from_numpy(a) for a in generate(name, "train", cfg.train_per_task, seed=cfg.seed))
-        te_x, te_y = (torch.from_numpy(a) for a in generate(name, "test", cfg.test_per_task, seed=cfg.seed))
-        heads[name] = fit_probe(features(pre, tr_x), tr_y, len(spec.classnames), cfg)
-        acc["pretrained"][name] = accuracy(pre, heads[name], te_x, te_y)
-        report(f"{name}: probe on pre-trained features {acc['pretrained'][name]:.1f} %")
-        finetuned[name] = finetune(pre, heads[name], tr_x, tr_y, cfg, i, report)
-        acc["individual"][name] = accuracy(finetuned[name], heads[name], te_x, te_y)
-        report(f"{name}: fine-tuned {acc['individual'][name]:.1f} %")
+    if pretrained is None:
+        pre_state = {k: v.contiguous() for k, v in pretrain(cfg, report).state_dict().items()}
+        save_file(pre_state, str(out / "pretrained.safetensors"))
+    else:
+        pre_state = load_file(str(pretrained))
+        if Path(pretrained).resolve() != (out / "pretrained.safetensors").resolve():
+            save_file(pre_state, str(out / "pretrained.safetensors"))
+    results = _run_tasks(pre_state, cfg, report)
+    acc = {"pretrained": {n: r[2] for n, r in results.items()}, "individual": {n: r[3] for n, r in results.items()}}
     for kind in acc:
         acc[kind]["avg"] = round(sum(acc[kind].values()) / len(TASKS), 2)
-    save_file({k: v.contiguous() for k, v in pre.state_dict().items()}, str(out / "pretrained.safetensors"))
-    for name, model in finetuned.items():
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "finetuned" / f"{name}.safetensors"))
-    save_file(heads, str(out / "heads.safetensors"))
+    for name, (_, state, _, _) in results.items():
+        save_file(state, str(out / "finetuned" / f"{name}.safetensors"))
+    save_file({n: r[0] for n, r in results.items()}, str(out / "heads.safetensors"))
     manifest = _manifest(out, cfg, TASKS, acc, time.perf_counter() - t0)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest

@@ -1,0 +1,61 @@
+"""The Tiny-8 builder on a reduced scale, so it cannot rot: it runs end to end, is bit-for-bit
+reproducible, and what it writes loads as a pool that merges and predicts."""
+import dataclasses
+import json
+
+import pytest
+import torch
+
+import wemoe_core as wc
+from wemoe_core.pools.tiny8.build import QUICK, build, is_finetuned_param
+from wemoe_core.pools.tiny8.pool import Tiny8Pool
+
+SMALL = dataclasses.replace(QUICK, pretrain_steps=4, pretrain_batch=16, pretrain_images=64, train_per_task=40, workers=1,
+                            test_per_task=24, probe_steps=3, finetune_steps=2, finetune_batch=16, threads=1)
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("zoo")
+    return out, build(out, SMALL, report=lambda m: None)
+
+
+def test_builder_is_bit_for_bit_reproducible_serial_or_parallel(zoo, tmp_path):
+    """A second build, with the tasks fine-tuned in two worker processes, writes the same bytes."""
+    _, first = zoo
+    second = build(tmp_path, dataclasses.replace(SMALL, workers=2), report=lambda m: None)
+    assert first["sha256"] == second["sha256"] and first["accuracy"] == second["accuracy"]
+
+
+def test_manifest_records_what_a_user_needs(zoo):
+    out, m = zoo
+    assert json.loads((out / "manifest.json").read_text())["sha256"] == m["sha256"]
+    assert [t["name"] for t in m["tasks"]] == ["scenes", "vehicles", "aerial", "landcover", "housenumbers",
+                                               "signs", "digits", "textures"]
+    assert all(t["classnames"] and t["mirrors"] for t in m["tasks"])
+    assert set(m["accuracy"]) == {"pretrained", "individual"} and "avg" in m["accuracy"]["individual"]
+    assert m["build"]["command"].startswith("python -m wemoe_core build-tiny8")
+    assert len(m["sha256"]) == 10        # pre-trained, heads, 8 fine-tuned
+
+
+def test_finetunes_moved_only_attention_and_mlp(zoo):
+    out, _ = zoo
+    pool = Tiny8Pool(out)
+    pre = pool.pretrained().state_dict()
+    ft = pool.finetuned_source("digits")()
+    moved = {k for k in pre if not torch.equal(pre[k], ft[k])}
+    assert moved and all(is_finetuned_param(k) for k in moved)
+    assert not any(".ln_" in k for k in moved)
+
+
+def test_built_zoo_loads_as_a_pool_that_merges_and_predicts(zoo):
+    out, m = zoo
+    pool = Tiny8Pool(out)
+    assert pool.tasks[0] == "scenes" and pool.task("digits").individual_accuracy == m["accuracy"]["individual"]["digits"]
+    x, y = pool.dataset("signs")[0]
+    assert x.shape == (3, 64, 64) and 0 <= int(y) < len(pool.task("signs").classnames)
+    tasks = ["signs", "digits"]
+    model = wc.MultiTaskModel(wc.build("wemoe", pool.pretrained(), pool.finetuned_sources(tasks), tasks,
+                                       upscale_attention=True), pool.heads(tasks))
+    ex = wc.explain(model, x, classnames=pool.classnames())
+    assert ex.routing.shape == (8, 2) and ex.token_routing.shape == (8, 17, 2)
