@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B", "#9D755D",
            "#FF9DA6", "#BAB0AC")
 FONT = dict(family="Inter, system-ui, sans-serif", size=13)
-GRID = dict(gridcolor="#EBF0F8", zerolinecolor="#EBF0F8", linecolor="#EBF0F8")
+GRID = dict(gridcolor="#EBF0F8", zerolinecolor="#EBF0F8", linecolor="#EBF0F8", automargin=True)
 # A small template: plotly's "plotly_white" is deep-copied and validated on every use (about
 # 30 ms of CPU per figure), most of a prediction's time.
 pio.templates["wemoe"] = go.layout.Template(layout=dict(
@@ -98,11 +98,13 @@ def overlay(pixels: np.ndarray, grid: np.ndarray, experts: Sequence[str], *, exp
     ``pixels`` is square (H, H, 3); the browser scales it to ``size`` px."""
     from PIL import Image
 
-    g, side = grid.shape[0], pixels.shape[0]         # the image at the model's own resolution
+    g, side = grid.shape[0], pixels.shape[0]         # coordinates: the model's input pixels
+    k = max(1, -(-256 // side))                       # a small image is enlarged (smoothly) k times
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)
+    Image.fromarray(pixels).resize((side * k, side * k), Image.BICUBIC).save(buf, format="JPEG", quality=90)
     cell = side / g
-    fig = go.Figure(go.Image(source="data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(), hoverinfo="skip"))
+    fig = go.Figure(go.Image(source="data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(),
+                             dx=1 / k, dy=1 / k, x0=0.5 / k, y0=0.5 / k, hoverinfo="skip"))
     rows, cols = np.indices(grid.shape)
     where = dict(x0=cell / 2, dx=cell, y0=cell / 2, dy=cell, xgap=1, ygap=1)
     if expert is None:

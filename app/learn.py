@@ -65,12 +65,15 @@ def figures_for(sid: str | None) -> Iterator[tuple]:
         return
     key = (pool.name, tuple(tasks))
     lock = _locks.setdefault(key, threading.Lock())
-    with lock:
-        data = _cache.setdefault(key, {})
-        for name, what, fn in _STEPS:
-            if name not in data:
-                yield (f"Measuring on {pool.info.title}: {what}…", *draw(s, pool, tasks, data, names))
-                data[name] = fn(pool, tasks)
+    if key not in _cache and len(_cache) >= 16:          # a few task sets per pool are plenty
+        _cache.pop(next(iter(_cache)))
+    data = _cache.setdefault(key, {})
+    for name, what, fn in _STEPS:
+        if name not in data:
+            yield (f"Measuring on {pool.info.title}: {what}…", *draw(s, pool, tasks, data, names))
+            with lock:                      # never held across a yield: a closed page cannot block it
+                if name not in data:
+                    data[name] = fn(pool, tasks)
     yield (f"Measured live on {pool.info.title}, {len(tasks)} tasks (accuracies on the first {LIMIT} test "
            "images of each task).", *draw(s, pool, tasks, data, names))
 

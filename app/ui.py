@@ -139,10 +139,11 @@ def _wire(c: SimpleNamespace, demo: gr.Blocks) -> None:
     demo.load(callbacks.resume, [c.sid], [c.sid, c.timer, c.job_md, *views_out], **PRIVATE)
     demo.load(callbacks.pools_status, None, [c.pool_dd, c.pools_md], **PRIVATE)
     demo.load(explore.gallery, [c.sid], [c.gallery], **PRIVATE)
-    c.pool_dd.input(callbacks.select_pool, [c.sid, c.pool_dd], [c.pool_dd, c.tasks_cb, c.tasks_df, c.models_md], **PRIVATE
-                    ).then(explore.gallery, [c.sid], [c.gallery], **PRIVATE)
-    c.tasks_cb.input(callbacks.select_tasks, [c.sid, c.tasks_cb], [c.models_md], **PRIVATE)
     method_out = [c.method_md, *c.groups, *c.controls]
+    c.pool_dd.input(callbacks.select_pool, [c.sid, c.pool_dd], [c.pool_dd, c.tasks_cb, c.tasks_df, c.models_md], **PRIVATE
+                    ).then(explore.gallery, [c.sid], [c.gallery], **PRIVATE
+                           ).then(callbacks.show_method, [c.method, c.pool_dd, c.preset], method_out, **PRIVATE)
+    c.tasks_cb.input(callbacks.select_tasks, [c.sid, c.tasks_cb], [c.models_md], **PRIVATE)
     for trigger in (c.method.input, c.preset.input):
         trigger(callbacks.show_method, [c.method, c.pool_dd, c.preset], method_out, **PRIVATE)
     demo.load(callbacks.show_method, [c.method, c.pool_dd, c.preset], method_out, **PRIVATE)

@@ -67,6 +67,7 @@ def test_static_merge_then_followed_wemoe_job(page, app_url, shots):  # noqa: F8
     run_method(page, "WEMoE")
     page.locator("#wm-entropy .js-plotly-plot").wait_for()                # live curves are drawn
     page.locator("#wm-routing .js-plotly-plot .hm").first.wait_for()
+    page.locator("#wm-progress").get_by_text(re.compile(r"step [3-9]/")).wait_for()   # curves, not dots
     shot(page, shots / "adapting.png")
     page.reload()
     tab(page, "Merge")
