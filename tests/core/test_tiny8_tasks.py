@@ -81,7 +81,7 @@ def test_reference_hashes():
 
 
 REFERENCE_HASHES = {
-    'scenes': '83c57711e1520149',
+    'scenes': 'a03a82b4e88feb04',
     'vehicles': 'df14d13831c3b84d',
     'aerial': '8a53ee87d681fbad',
     'landcover': '0423dcd299f4dda3',

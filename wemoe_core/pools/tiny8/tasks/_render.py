@@ -300,17 +300,35 @@ def warp(img, ang, zoom, tx, ty, flip=None):
     w10 = wy - w11
     w01 = wx - w11
     w00 = F(1) - wx - w10
-    i00 = (np.arange(m, dtype=np.intp) * (3 * S * S))[:, None, None] + iy.astype(np.intp) * S \
-        + ix.astype(np.intp)
+    i00 = iy.astype(np.intp) * S
+    i00 += ix.astype(np.intp)
+    i00 += (np.arange(m, dtype=np.intp) * (3 * S * S))[:, None, None]
+    i01 = i00 + 1
+    i10 = i00 + S
+    i11 = i10 + 1
     flat = img.reshape(-1)
     out = np.empty_like(img)
     for c in range(3):
-        ic = i00 + c * S * S
-        o = np.take(flat, ic) * w00
-        o += np.take(flat, ic + 1) * w01
-        o += np.take(flat, ic + S) * w10
-        o += np.take(flat, ic + S + 1) * w11
-        out[:, c] = o
+        src = flat[c * S * S:]                    # channel offset folded into the view
+        o = out[:, c]
+        np.multiply(np.take(src, i00), w00, out=o)
+        o += np.take(src, i01) * w01
+        o += np.take(src, i10) * w10
+        o += np.take(src, i11) * w11
+    return out
+
+
+def shift_mirror(img, dx, dy, flip):
+    """Cheap camera jitter: integer shift by (dx, dy) px with edge replication, and mirror
+    where flip. img (m, 3, 64, 64); dx, dy (m,) ints; flip (m,) bool."""
+    idx = np.arange(S)
+    out = np.empty_like(img)
+    for i in range(img.shape[0]):
+        cols = np.clip(idx - dx[i], 0, S - 1)
+        if flip[i]:
+            cols = cols[::-1]
+        rows = np.clip(idx - dy[i], 0, S - 1)
+        out[i] = img[i][:, rows][:, :, cols]
     return out
 
 

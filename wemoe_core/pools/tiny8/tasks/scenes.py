@@ -5,7 +5,7 @@ import numpy as np
 
 from ._render import (F, X, Y, U, blur, canvas, cimg, col, cov, d_circle, finish, fractal, frac,
                       jitter_colors, lerp_img, noise, paint, paint_img, palette_pick, sin,
-                      smoothstep, speckle, tri, vgrad, warp)
+                      smoothstep, speckle, tri, vgrad, warp, shift_mirror)
 
 CLASSNAMES = ("beach", "desert", "forest", "snowfield", "lake", "mountain range",
               "city skyline", "night city", "sunset", "farm field")
@@ -286,7 +286,15 @@ def render(rng, labels, **_):
     i = np.flatnonzero(rng.random(m) < 0.4)
     if len(i):
         img[i] += col(fog[i])[:, None] * (cimg(fog_c[i]) - img[i])
-    # camera: roll, zoom, shift, mirror
-    img = warp(img, U(rng, -0.15, 0.15, m), U(rng, 1.05, 1.35, m), U(rng, -5, 5, m), U(rng, -6, 6, m),
-               np.where(rng.random(m) < 0.5, F(-1), F(1)))
+    # camera: a quarter of the images get roll + zoom + shift + mirror (bilinear warp, the
+    # costly part); the others an integer shift and mirror
+    ang, zoom = U(rng, -0.15, 0.15, m), U(rng, 1.05, 1.35, m)
+    tx, ty = U(rng, -5, 5, m), U(rng, -6, 6, m)
+    flip = np.where(rng.random(m) < 0.5, F(-1), F(1))
+    w = np.flatnonzero(rng.random(m) < 0.25)
+    if len(w):
+        img[w] = warp(img[w], ang[w], zoom[w], tx[w], ty[w], flip[w])
+    k = np.setdiff1d(np.arange(m), w)
+    if len(k):
+        img[k] = shift_mirror(img[k], rng.integers(-6, 7, m)[k], rng.integers(-8, 9, m)[k], flip[k] < 0)
     return finish(img, rng, 0.035, gain=U(rng, 0.65, 1.3, m))
