@@ -8,8 +8,11 @@ start (it asks task arithmetic over all tasks of the default pool).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import logging
-from typing import Any, Iterator
+import math
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 
@@ -19,7 +22,7 @@ from wemoe_core.workbench import recipe_for
 from . import callbacks
 from .config import default_pool, limits
 from .explore import ask, default_entry, open_image
-from .jobs import FINISHED, JOBS, JobRefused
+from .jobs import DONE, JOBS, STOPPED, JobRefused
 from .runs import make_work
 from .sessions import STORE, ModelEntry
 
@@ -30,29 +33,117 @@ def _session(request: gr.Request | None):
     return STORE.for_api(getattr(request, "session_hash", None) or "anonymous")
 
 
+def unexpected(what: str, e: BaseException) -> gr.Error:
+    """A failure we did not foresee: logged with its traceback, answered with a short message
+    (never a traceback, never internal paths)."""
+    log.error("%s failed unexpectedly", what, exc_info=e)
+    return gr.Error(f"{what} failed unexpectedly ({type(e).__name__}); the server logged it. "
+                    "Check the inputs and try again.")
+
+
+def guarded(what: str) -> Callable:
+    """Expected problems (ValueError and our refusals) become their own message; anything else
+    becomes :func:`unexpected`'s. Works for plain functions and generators."""
+    def wrap(fn: Callable) -> Callable:
+        import inspect
+
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def gen(*args, **kwargs):
+                try:
+                    yield from fn(*args, **kwargs)
+                except gr.Error:
+                    raise
+                except (ValueError, JobRefused) as e:
+                    raise gr.Error(str(e)) from None
+                except Exception as e:  # noqa: BLE001 - see unexpected()
+                    raise unexpected(what, e) from None
+            return gen
+
+        @functools.wraps(fn)
+        def plain(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except (ValueError, JobRefused) as e:
+                raise gr.Error(str(e)) from None
+            except Exception as e:  # noqa: BLE001 - see unexpected()
+                raise unexpected(what, e) from None
+        return plain
+    return wrap
+
+
+def as_mapping(value: Any, name: str, example: str) -> dict:
+    """A dict from what an API client sent (a dict, a JSON object string, or nothing)."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError(f"{name} must be a JSON object such as {example}") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ValueError(f"{name} must be a dict of name: value such as {example}, not {type(value).__name__}")
+    return value
+
+
+def as_tasks(value: Any, pool) -> list[str]:
+    """Task names from a list or a comma-separated string; None: all of the pool's tasks. An
+    empty selection is refused (it would otherwise mean 'all')."""
+    if value is None:
+        return list(pool.tasks)
+    if isinstance(value, str):
+        value = [t.strip() for t in value.split(",") if t.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(t, str) for t in value):
+        raise ValueError(f"tasks must be a list of task names such as {pool.tasks[:2]}")
+    if len(value) < 2:
+        raise ValueError(f"select at least 2 tasks (got {len(value)}): merging needs two or more fine-tuned models; "
+                         f"this pool has {', '.join(pool.tasks)}")
+    return pool.check_tasks(list(value), minimum=2)
+
+
+def as_text(value: Any, name: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, not {type(value).__name__}")
+    return value.strip()
+
+
+@guarded("/merge")
 def merge(method: str = "task_arithmetic", hyperparameters: dict | None = None, tasks: list[str] | None = None,
           adapt: dict | None = None, pool: str = "", request: gr.Request = None) -> Iterator[dict]:
     """Merge (and, for AdaMerging and WEMoE, adapt) the pool's fine-tuned models. Unset values
     come from the pool's recipe. Yields progress dicts while the job runs, then the result:
-    accuracy per task (records), routing share (WEMoE), recipe, time."""
+    accuracy per task (records), routing share (WEMoE), recipe, time. A client that goes away
+    while its job runs stops the job (it keeps what it learned)."""
     s = _session(request)
-    try:
-        p = callbacks.usable_pool(pool or default_pool())
-        chosen = p.check_tasks(tasks or p.tasks, minimum=2)
-        name, hp, ap = recipe_for(p, method, hyperparameters or {}, adapt or {})
-        if ap is not None and ap.steps > limits().max_steps:
-            raise ValueError(f"steps={ap.steps} is over this server's limit; use at most {limits().max_steps}")
-        label = f"{get_method(name).pretty_name} #{s.counter + 1}"
-        job = JOBS.submit(s.id, label, chosen, ap.steps if ap else 0, make_work(s, p, chosen, name, hp, ap))
-    except (ValueError, JobRefused) as e:
-        raise gr.Error(str(e)) from None
+    method = as_text(method, "method") or "task_arithmetic"
+    p = callbacks.usable_pool(as_text(pool, "pool") or default_pool())
+    chosen = as_tasks(tasks, p)
+    hp_in = as_mapping(hyperparameters, "hyperparameters", '{"density": 0.2}')
+    ad_in = as_mapping(adapt, "adapt", '{"steps": 100}')
+    name, hp, ap = recipe_for(p, method, hp_in, ad_in)
+    if ap is None and ad_in:
+        raise ValueError(f"{get_method(name).pretty_name} does not adapt: leave adapt empty, or choose "
+                         "adamerging_task, adamerging_layer or wemoe")
+    if ap is not None and ap.steps > limits().max_steps:
+        raise ValueError(f"steps={ap.steps} is over this server's limit; use at most {limits().max_steps}")
+    label = f"{get_method(name).pretty_name} #{s.counter + 1}"
+    job = JOBS.submit(s.id, label, chosen, ap.steps if ap else 0, make_work(s, p, chosen, name, hp, ap))
     s.job_id = job.id
-    while not job.done.wait(0.5):
-        snap = job.snapshot()
-        yield {"status": snap.state, "step": snap.step, "steps": snap.steps, "message": snap.message,
-               "entropy": {t: v[-1] for t, v in snap.entropy.items()}}
+    try:
+        while not job.done.wait(0.5):
+            snap = job.snapshot()
+            yield {"status": snap.state, "step": snap.step, "steps": snap.steps, "message": snap.message,
+                   "entropy": {t: v[-1] for t, v in snap.entropy.items()}}
+    finally:
+        if not job.done.is_set():       # the client went away (or cancelled): stop, keep what it learned
+            log.info("job %s: its API client went away; stopping it", job.id)
+            job.stop()
     snap = job.snapshot()
-    if snap.state not in FINISHED or job.result is None:
+    if snap.state not in (DONE, STOPPED) or job.result is None:
         raise gr.Error(snap.message or "the job failed")
     yield result_of(job.result, snap.state, snap.message)
 
@@ -68,21 +159,28 @@ def result_of(m: ModelEntry, state: str, message: str) -> dict:
             "recipe": dataclasses.asdict(m.run.recipe)}
 
 
+@guarded("/predict")
 def predict(image: str | None, model: str = "", topk: float = 5, request: gr.Request = None) -> dict[str, Any]:
     """Top-k predictions of every task head for one image, and the routing weights (per routed
     module, and per token: token 0 is CLS) when the model is a WEMoE."""
-    if not image:
+    if not image or not isinstance(image, str):
         raise gr.Error("Send an image file (gradio_client: handle_file(path)).")
+    try:
+        k = float(topk if topk is not None else 5)
+    except (TypeError, ValueError):
+        k = math.nan
+    if not math.isfinite(k) or k < 1:
+        raise gr.Error(f"topk={topk!r}: use a whole number from 1 to 20")
+    model = as_text(model, "model")
     s = _session(request)
     m = s.model(model) if model and model != "default" else (s.model(None) or default_entry(s.pool))
     if m is None:
         known = ", ".join(x.label for x in s.models.values()) or "none yet; call /merge first"
         raise gr.Error(f"no model {model!r} in this session; models: {known}; or leave model empty")
-    try:
-        s.image = open_image(image)
-        ex = ask(s, m, topk=max(1, min(int(topk), 20)))
-    except ValueError as e:
-        raise gr.Error(str(e)) from None
+    img = open_image(image)
+    with s.lock:
+        s.image, s.image_note, s.truth = img, f"your image ({img.width} x {img.height})", None
+    ex = ask(s, m, topk=int(min(k, 20)))
     out: dict[str, Any] = {"model": m.label, "pool": m.pool,
                            "predictions": {t: [{"class": c, "probability": round(p, 6)} for c, p in v]
                                            for t, v in ex.predictions.items()},
@@ -94,10 +192,12 @@ def predict(image: str | None, model: str = "", topk: float = 5, request: gr.Req
     return out
 
 
+@guarded("/export")
 def export(model: str = "", request: gr.Request = None) -> list[str]:
     """The model's files: safetensors (recipe in the metadata), routers (WEMoE), recipe JSON,
     and the session's results table as CSV."""
     s = _session(request)
+    model = as_text(model, "model")
     m = s.model(model or None)
     if m is None:
         raise gr.Error("no model in this session yet: call /merge first")

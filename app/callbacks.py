@@ -136,7 +136,10 @@ def start(sid: str | None, pool_name: str, tasks: list[str], method: str, *value
 def submit(s: Session, pool_name: str, tasks: list[str], method: str, values: list):
     """Check everything a user typed, then hand the work to the job manager."""
     pool = usable_pool(pool_name)
-    tasks = pool.check_tasks(tasks or [], minimum=2)
+    if not tasks or len(tasks) < 2:      # (an empty list would mean "all tasks" to the pool)
+        raise ValueError(f"Select at least 2 tasks in “Models” (got {len(tasks or [])}): merging needs two or "
+                         "more fine-tuned models.")
+    tasks = pool.check_tasks(tasks, minimum=2)
     m = get_method(method)
     hp, ap = controls.split_values(method, values)
     hp = vars(m.hparams(**hp))
@@ -234,7 +237,8 @@ def compare_frame(s: Session) -> pd.DataFrame:
         models = list(s.models.values())
     for m in models:
         table, t = m.run.table, titles(load_pool(m.pool))
-        row = {"model": m.label, "variant": m.variant, "steps": m.steps_done or "", "stopped": "yes" if m.stopped else ""}
+        row = {"model": m.label, "variant": m.variant, "steps": m.steps_done or "",
+               "stopped": "by an error" if m.error else "yes" if m.stopped else ""}
         row |= {t.get(k, k): round(float(table.at[k, "accuracy"]), 1) for k in m.tasks}
         row["avg"] = round(float(table.at["avg", "accuracy"]), 1)
         row["normalised"] = round(float(table.at["avg", "normalized"]), 1) if "normalized" in table else None

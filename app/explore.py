@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from wemoe_core.analysis import example_images, explain_image, model_view
+from wemoe_core.images import load_image
 from wemoe_core.pools import load_pool
 from wemoe_core.registry import get_method
 from wemoe_core.workbench import build_model
@@ -31,24 +32,18 @@ MAX_MODELS = 4          # side by side at most
 
 
 # --- images -----------------------------------------------------------------------------------
+KEEP_SIDE = 1024        # a session keeps its image at most this large (the models see 64-224 px)
+
+
 def open_image(path: str | os.PathLike) -> Image.Image:
-    """A checked RGB image, or a ValueError that says what to do."""
+    """A checked RGB image (``WEMOE_MAX_UPLOAD_MB``, ``WEMOE_MAX_IMAGE_PIXELS``), shrunk to at
+    most ``KEEP_SIDE`` px a side so a session never holds more than 3 MB of it; or an
+    ``ImageError`` (a ValueError) that says what to do."""
     lim = limits()
-    size = os.path.getsize(path)
-    if size > lim.max_upload_mb * 2**20:
-        raise ValueError(f"the file is {size / 2**20:.1f} MB; the limit is {lim.max_upload_mb} MB: upload a smaller image")
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > lim.max_image_pixels:
-                raise ValueError(f"the image is {w} x {h} pixels; the limit is {lim.max_image_pixels:,} pixels: resize it")
-            im.seek(0)
-            return im.convert("RGB")
-    except ValueError:
-        raise
-    except Exception as e:  # noqa: BLE001 - PIL raises many kinds for bad files
-        raise ValueError(f"could not read this file as an image ({e.__class__.__name__}): "
-                         "upload a PNG, JPEG, WebP or GIF picture") from None
+    img = load_image(path, max_bytes=lim.max_upload_mb * 2**20, max_pixels=lim.max_image_pixels)
+    if max(img.size) > KEEP_SIDE:
+        img.thumbnail((KEEP_SIDE, KEEP_SIDE), Image.LANCZOS)
+    return img
 
 
 @functools.lru_cache(maxsize=4)

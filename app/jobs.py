@@ -174,13 +174,21 @@ class JobManager:
             job.started = time.monotonic()
             job.set_state(RUNNING, "starting")
             job.result = gpu(job.work)(job)
-            stopped = bool(getattr(job.result, "stopped", False))
-            job.set_state(STOPPED if stopped else DONE, _end_message(job, stopped))
+            error = getattr(job.result, "error", "")
+            if error:      # adaptation failed; the work kept the model of the last good step
+                job.error = error
+                kept = getattr(job.result, "label", job.label)
+                job.set_state(FAILED, f"{job.label} failed: {error} The last good state "
+                                      f"({job.progress.step} steps) is kept as {kept}.")
+            else:
+                stopped = bool(getattr(job.result, "stopped", False))
+                job.set_state(STOPPED if stopped else DONE, _end_message(job, stopped))
         except Exception as e:  # noqa: BLE001 - any failure becomes a message on the page
             log.exception("job %s failed", job.id)
-            job.error = str(e) or e.__class__.__name__
+            job.error = _failure_text(e)
             job.set_state(FAILED, f"{job.label} failed: {job.error}")
         finally:
+            log.info("job %s (%s) ended: %s", job.id, job.label, job.progress.message)
             slots.release()
             job.done.set()
 
@@ -188,6 +196,18 @@ class JobManager:
         finished = [j for j in self._jobs.values() if j.finished]
         for j in finished[: max(0, len(finished) - keep)]:
             del self._jobs[j.id]
+
+
+def _failure_text(e: Exception) -> str:
+    """What the page says about a job that failed outright (nothing to keep)."""
+    from wemoe_core.adapt import is_out_of_memory
+
+    if is_out_of_memory(e):
+        from .runs import free_memory
+
+        free_memory()
+        return "ran out of memory: choose fewer tasks, a smaller batch size, or try again when the server is less busy"
+    return str(e) or e.__class__.__name__
 
 
 def _end_message(job: Job, stopped: bool) -> str:

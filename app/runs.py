@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Callable
 
-from wemoe_core.adapt import AdaptParams
+from wemoe_core.adapt import AdaptationError, AdaptParams, is_out_of_memory
 from wemoe_core.registry import get_method
 from wemoe_core.workbench import adapt_run, build_model, evaluate_run, recipe_for, routing_table
 
@@ -50,11 +50,18 @@ def make_work(session: Session, pool, tasks: list[str], method: str, hparams: di
         job.set_state(RUNNING, f"building {m.pretty_name} from {len(tasks)} fine-tuned models")
         run = build_model(pool, tasks, method, hparams, adapt)
         run.model.to(dev)
+        error = ""
         if run.adapt_params is not None:
             job.set_state(RUNNING, f"adapting on {dev}")
-            adapt_run(run, pool, callback=job.record, should_stop=job.should_stop, device=dev)
+            try:
+                adapt_run(run, pool, callback=job.record, should_stop=job.should_stop, device=dev)
+            except AdaptationError as e:    # the model keeps the parameters of the last good step
+                error = str(e)
+                log.warning("job %s: %s", job.id, error)
+                if is_out_of_memory(e.__cause__ or e):
+                    free_memory()
         seconds = time.perf_counter() - t0
-        stop_note = "stopped; " if run.stopped else ""
+        stop_note = "failed; keeping the last good state and " if error else "stopped; " if run.stopped else ""
         job.set_state(RUNNING, f"{stop_note}measuring accuracy on the test images")
         limit = limits().eval_limit or None
         evaluate_run(run, pool, limit=limit, device=dev)
@@ -63,8 +70,19 @@ def make_work(session: Session, pool, tasks: list[str], method: str, hparams: di
 
         def entry(mid: str, n: int) -> ModelEntry:
             return ModelEntry(mid, f"{m.pretty_name} #{n}", method, m.pretty_name, pool.name, list(tasks), variant,
-                              run, seconds, steps, run.stopped, share)
+                              run, seconds, steps, run.stopped, share, error=error)
 
         return session.add_model(entry)
 
     return work
+
+
+def free_memory() -> None:
+    """After an out-of-memory failure: hand cached GPU blocks back so the next job can start."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

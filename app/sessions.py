@@ -39,6 +39,7 @@ class ModelEntry:
     steps_done: int = 0
     stopped: bool = False
     routing_share: pd.DataFrame | None = None
+    error: str = ""                      # why adaptation ended early (the model is its last good state)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property

@@ -134,37 +134,43 @@ def _api(c: SimpleNamespace) -> None:
     gr.api(api.merge, api_name="merge", concurrency_limit=None)
 
 
+def _safe(fn):
+    return api.guarded(f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}")(fn)
+
+
 def _wire(c: SimpleNamespace, demo: gr.Blocks) -> None:
+    """Every callback runs through ``_safe``: a failure nobody foresaw becomes a short message
+    on the page (and a traceback in the server log), never a traceback in the browser."""
     views_out = [getattr(c, n) for n in callbacks.VIEW_OUTPUTS]
-    demo.load(callbacks.resume, [c.sid], [c.sid, c.timer, c.job_md, *views_out], **PRIVATE)
-    demo.load(callbacks.pools_status, None, [c.pool_dd, c.pools_md], **PRIVATE)
-    demo.load(explore.gallery, [c.sid], [c.gallery], **PRIVATE)
+    demo.load(_safe(callbacks.resume), [c.sid], [c.sid, c.timer, c.job_md, *views_out], **PRIVATE)
+    demo.load(_safe(callbacks.pools_status), None, [c.pool_dd, c.pools_md], **PRIVATE)
+    demo.load(_safe(explore.gallery), [c.sid], [c.gallery], **PRIVATE)
     method_out = [c.method_md, *c.groups, *c.controls]
-    c.pool_dd.input(callbacks.select_pool, [c.sid, c.pool_dd], [c.pool_dd, c.tasks_cb, c.tasks_df, c.models_md], **PRIVATE
-                    ).then(explore.gallery, [c.sid], [c.gallery], **PRIVATE
-                           ).then(callbacks.show_method, [c.method, c.pool_dd, c.preset], method_out, **PRIVATE)
-    c.tasks_cb.input(callbacks.select_tasks, [c.sid, c.tasks_cb], [c.models_md], **PRIVATE)
+    c.pool_dd.input(_safe(callbacks.select_pool), [c.sid, c.pool_dd], [c.pool_dd, c.tasks_cb, c.tasks_df, c.models_md], **PRIVATE
+                    ).then(_safe(explore.gallery), [c.sid], [c.gallery], **PRIVATE
+                           ).then(_safe(callbacks.show_method), [c.method, c.pool_dd, c.preset], method_out, **PRIVATE)
+    c.tasks_cb.input(_safe(callbacks.select_tasks), [c.sid, c.tasks_cb], [c.models_md], **PRIVATE)
     for trigger in (c.method.input, c.preset.input):
-        trigger(callbacks.show_method, [c.method, c.pool_dd, c.preset], method_out, **PRIVATE)
-    demo.load(callbacks.show_method, [c.method, c.pool_dd, c.preset], method_out, **PRIVATE)
-    c.run_btn.click(callbacks.start, [c.sid, c.pool_dd, c.tasks_cb, c.method, *c.controls],
+        trigger(_safe(callbacks.show_method), [c.method, c.pool_dd, c.preset], method_out, **PRIVATE)
+    demo.load(_safe(callbacks.show_method), [c.method, c.pool_dd, c.preset], method_out, **PRIVATE)
+    c.run_btn.click(_safe(callbacks.start), [c.sid, c.pool_dd, c.tasks_cb, c.method, *c.controls],
                     [c.job_md, c.progress, c.timer, c.seen, c.entropy_plot, c.routing_plot], concurrency_limit=None,
                     show_progress="hidden", **PRIVATE)
-    c.stop_btn.click(callbacks.stop, [c.sid], [c.job_md], concurrency_limit=None, **PRIVATE)
-    c.timer.tick(callbacks.poll, [c.sid, c.seen], [c.progress, c.job_md, c.entropy_plot, c.routing_plot, c.timer, c.seen,
+    c.stop_btn.click(_safe(callbacks.stop), [c.sid], [c.job_md], concurrency_limit=None, **PRIVATE)
+    c.timer.tick(_safe(callbacks.poll), [c.sid, c.seen], [c.progress, c.job_md, c.entropy_plot, c.routing_plot, c.timer, c.seen,
                                                   *views_out], show_progress="hidden", concurrency_limit=None, **PRIVATE)
-    ask = dict(fn=explore.predict, inputs=[c.sid, c.explore_models, c.route_model, c.layer_dd, c.expert_dd],
+    ask = dict(fn=_safe(explore.predict), inputs=[c.sid, c.explore_models, c.route_model, c.layer_dd, c.expert_dd],
                outputs=[c.preds, c.heatmap, c.overlay, c.layer_dd, c.expert_dd, c.explore_md],
                concurrency_id="explain", concurrency_limit=4, **PRIVATE)
-    c.upload.upload(explore.use_upload, [c.sid, c.upload], [c.image_view, c.explore_md], **PRIVATE).then(**ask)
-    c.gallery.select(explore.use_example, [c.sid], [c.image_view, c.explore_md], **PRIVATE).then(**ask)
+    c.upload.upload(_safe(explore.use_upload), [c.sid, c.upload], [c.image_view, c.explore_md], **PRIVATE).then(**ask)
+    c.gallery.select(_safe(explore.use_example), [c.sid], [c.image_view, c.explore_md], **PRIVATE).then(**ask)
     for trigger in (c.predict_btn.click, c.explore_models.input, c.route_model.input):
         trigger(**ask)
     for trigger in (c.layer_dd.input, c.expert_dd.input):
-        trigger(explore.redraw_overlay, [c.sid, c.route_model, c.layer_dd, c.expert_dd], [c.overlay], **PRIVATE)
-    c.share_model.input(callbacks.share_figure, [c.sid, c.share_model], [c.share_plot], **PRIVATE)
-    c.export_btn.click(callbacks.export, [c.sid, c.export_model], [c.export_files, c.export_md], **PRIVATE)
-    c.learn_tab.select(learn.figures_for, [c.sid], [c.learn_status, *c.learn_plots], **PRIVATE)
+        trigger(_safe(explore.redraw_overlay), [c.sid, c.route_model, c.layer_dd, c.expert_dd], [c.overlay], **PRIVATE)
+    c.share_model.input(_safe(callbacks.share_figure), [c.sid, c.share_model], [c.share_plot], **PRIVATE)
+    c.export_btn.click(_safe(callbacks.export), [c.sid, c.export_model], [c.export_files, c.export_md], **PRIVATE)
+    c.learn_tab.select(_safe(learn.figures_for), [c.sid], [c.learn_status, *c.learn_plots], **PRIVATE)
 
 
 def build_demo() -> gr.Blocks:

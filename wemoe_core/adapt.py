@@ -12,6 +12,7 @@ published; ``PRESETS["tiny8"]`` is what works on the offline Tiny-8 zoo.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from .models import MultiTaskModel
-from .params import hp
+from .params import hp, validate
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,35 @@ class AdaptResult:
 
 
 class AdaptationError(RuntimeError):
-    """A step failed (e.g. a non-finite loss); the parameters keep their last good values."""
+    """A step failed (a non-finite loss or gradient, out of memory, an exception inside the
+    step); the parameters keep their last good values. ``result`` holds the steps that
+    succeeded, ``step`` the 1-based number of the step that failed."""
+
+    def __init__(self, message: str, *, result: "AdaptResult | None" = None, step: int = 0):
+        super().__init__(message)
+        self.result = result if result is not None else AdaptResult()
+        self.step = step
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """True for CUDA/MPS/CPU allocation failures (``torch.OutOfMemoryError``, ``MemoryError``,
+    or a RuntimeError that says it could not allocate)."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _step_failed(e: Exception, step: int, result: "AdaptResult") -> AdaptationError:
+    if isinstance(e, AdaptationError):
+        e.result, e.step = result, step
+        return e
+    if is_out_of_memory(e):
+        why = ("ran out of memory; the parameters keep their last good values. Use a smaller batch_size, "
+               "fewer tasks, or compress='lowrank'.")
+    else:
+        why = (f"failed ({type(e).__name__}: {e}); the parameters keep their last good values.")
+    return AdaptationError(f"step {step}: {why}", result=result, step=step)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -84,7 +113,12 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
 def adapt(model: MultiTaskModel, data: Mapping[str, Iterator[torch.Tensor]], params: AdaptParams = AdaptParams(), *,
           callback: Callable[[StepInfo], None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> AdaptResult:
-    """Adapt ``model``'s trainable parameters on endless unlabeled batches ``data[task]``."""
+    """Adapt ``model``'s trainable parameters on endless unlabeled batches ``data[task]``.
+
+    ``params`` is validated (a dict works too): a negative step count, a NaN learning rate or
+    any value outside its declared range raises a ValueError that names it. A step that
+    fails raises :class:`AdaptationError`, with the steps done so far in ``.result``."""
+    params = validate(AdaptParams, dataclasses.asdict(params) if isinstance(params, AdaptParams) else params)
     tasks = [t for t in model.tasks if t in data]
     if not tasks:
         raise ValueError(f"no adaptation data for any task of the model ({model.tasks})")
@@ -103,9 +137,16 @@ def adapt(model: MultiTaskModel, data: Mapping[str, Iterator[torch.Tensor]], par
         if should_stop is not None and should_stop():
             result.stopped = True
             break
-        batches = [next(data[t]) for t in tasks]
-        loss, ent, routing, ref = _loss(model, tasks, batches, params, joint, ref)
-        _update(opt, loss, trainable, params, step)
+        try:
+            batches = [next(data[t]) for t in tasks]
+            loss, ent, routing, ref = _loss(model, tasks, batches, params, joint, ref)
+            _update(opt, loss, trainable, params, step)
+        except StopIteration:
+            raise ValueError(f"step {step + 1}: the adaptation data ran out; pass endless iterators "
+                             "(wemoe_core.data.unlabeled_stream)") from None
+        except (Exception, MemoryError) as e:  # noqa: BLE001 - every failure keeps the last good state
+            opt.zero_grad(set_to_none=True)
+            raise _step_failed(e, step + 1, result) from e
         sched.step()
         info = StepInfo(step + 1, params.steps, float(loss.detach()), ent, opt.param_groups[0]["lr"],
                         time.perf_counter() - t0, routing, _coefficients(enc))
@@ -166,7 +207,7 @@ def _routing_summary(w: torch.Tensor, sizes: list[int]) -> np.ndarray:
 
 def _update(opt, loss, trainable, params, step) -> None:
     if not torch.isfinite(loss):
-        raise AdaptationError(f"step {step + 1}: the loss is {float(loss)}; the parameters keep their "
+        raise AdaptationError(f"step {step + 1}: the loss is {float(loss.detach())}; the parameters keep their "
                               "last good values. Lower the learning rate or the logit scale.")
     opt.zero_grad(set_to_none=True)
     loss.backward()

@@ -30,6 +30,7 @@ from safetensors.torch import load_file, safe_open
 
 from . import hub, keys, paths
 from .clip_model import OPEN_CLIP_WEIGHTS, weights_file
+from .io import clear_errors as _clear_errors
 from .keys import StateDict
 from .models import VisionConfig, build_vision, check_pair, infer_config
 from .pickled import load_torch
@@ -71,7 +72,10 @@ def arch_name(cfg: VisionConfig) -> str | None:
 
 def hf_config_to_vision(config: dict) -> VisionConfig:
     """A ``VisionConfig`` from a Hugging Face ``config.json`` (CLIPVisionConfig or CLIPConfig)."""
-    v = {**_HF_DEFAULTS, **config.get("vision_config", config)}
+    inner = config.get("vision_config", config) if isinstance(config, dict) else None
+    if not isinstance(inner, dict):
+        raise ValueError("expected a JSON object (with a 'vision_config' object for a CLIPConfig)")
+    v = {**_HF_DEFAULTS, **inner}
     width = v["hidden_size"]
     return VisionConfig(
         image_size=v["image_size"], patch_size=v["patch_size"], width=width, layers=v["num_hidden_layers"],
@@ -103,15 +107,25 @@ def _read_weights(path: Path, allow_pickle: bool | None) -> tuple[StateDict, dic
     if path.suffix == ".safetensors":
         return _read_safetensors_file(path)
     if path.name.endswith(".safetensors.index.json"):      # sharded Hugging Face checkpoint
-        shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
         state: StateDict = {}
-        for shard in shards:
-            state.update(_read_safetensors_file(path.parent / shard)[0])
+        for shard in _shards(path):
+            state.update(_read_safetensors_file(shard)[0])
         return state, {}
     if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
         return load_torch(path, allow_pickle=allow_pickle), {}
     raise ValueError(f"{path.name}: unsupported checkpoint format; use safetensors, a Hugging Face folder "
                      "or a PyTorch state dict (.pt/.bin)")
+
+
+def _shards(index: Path) -> list[Path]:
+    """The shard files a ``model.safetensors.index.json`` names, each confined to its folder."""
+    try:
+        weight_map = json.loads(index.read_text()).get("weight_map")
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"{index.name} is not a valid shard index ({e}); re-download the checkpoint") from None
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(f, str) for f in weight_map.values()):
+        raise ValueError(f"{index.name} has no usable 'weight_map'; re-download the checkpoint")
+    return [paths.confine(f, index.parent, what="shard") for f in sorted(set(weight_map.values()))]
 
 
 def _folder_weights(folder: Path) -> Path:
@@ -126,23 +140,47 @@ def _read_config(path: Path) -> VisionConfig | None:
     if not path.is_file():
         return None
     try:
-        return hf_config_to_vision(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as e:
+        return sane_config(hf_config_to_vision(json.loads(path.read_text())), str(path))
+    except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError) as e:
         raise ValueError(f"{path} is not a valid CLIP config.json ({e})") from None
 
 
 def _meta_config(meta: dict) -> VisionConfig | None:
-    return VisionConfig.from_dict(json.loads(meta["vision_config"])) if "vision_config" in meta else None
+    if "vision_config" not in meta:
+        return None
+    try:
+        return sane_config(VisionConfig.from_dict(json.loads(meta["vision_config"])), "the file's metadata")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"the file's metadata holds no valid vision_config ({e}); re-export it") from None
+
+
+# Bounds far beyond any CLIP tower (ViT-bigG: width 1664, 48 layers): a config outside them is
+# damaged or hostile, and building even an empty (meta) model of it could take forever.
+_LIMITS = {"image_size": (1, 8192), "patch_size": (1, 1024), "width": (1, 16384), "layers": (1, 256),
+           "heads": (1, 1024), "mlp_ratio": (1e-3, 64.0), "output_dim": (1, 65536)}
+
+
+def sane_config(cfg: VisionConfig, label: str) -> VisionConfig:
+    """``cfg`` if every field is a number within generous bounds, else a ValueError."""
+    for name, (lo, hi) in _LIMITS.items():
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+            raise ValueError(f"{label}: {name}={v!r} is not a plausible vision tower setting (expected {lo}..{hi})")
+    if cfg.patch_size > cfg.image_size or cfg.width % cfg.heads:
+        raise ValueError(f"{label}: patch_size {cfg.patch_size} / image_size {cfg.image_size} / width "
+                         f"{cfg.width} / heads {cfg.heads} do not fit together")
+    return cfg
 
 
 def read_local(path: Path, *, allow_pickle: bool | None = None) -> Checkpoint:
     """A checkpoint from a confined local file or folder (see the module docstring)."""
-    config = None
-    if path.is_dir():
-        config = _read_config(path / "config.json")
-        path = _folder_weights(path)
-    state, meta = _read_weights(path, allow_pickle)
-    return _to_open_clip(state, config or _meta_config(meta), str(path))
+    with _clear_errors(Path(path).name):
+        config = None
+        if path.is_dir():
+            config = _read_config(path / "config.json")
+            path = _folder_weights(path)
+        state, meta = _read_weights(path, allow_pickle)
+        return _to_open_clip(state, config or _meta_config(meta), str(path))
 
 
 def read_hub(repo: str) -> Checkpoint:
@@ -235,9 +273,13 @@ def load_vision(source: str | Path, *, arch: str | None = None, proj: torch.Tens
     """
     ckpt = read_checkpoint(source, allow_pickle=allow_pickle, root=root)
     cfg = VisionConfig.from_open_clip(arch, quick_gelu=True) if arch else ckpt.config
-    state = with_projection(ckpt.state, proj, arch or (cfg and arch_name(cfg)), ckpt.source)
-    cfg = cfg or infer_config(state, quick_gelu=True)
-    if not arch:   # the projection may come from elsewhere: its width decides
-        cfg = dataclasses.replace(cfg, output_dim=state["proj"].shape[1])
-    check_vision(state, cfg, ckpt.source)
-    return tower_from_state(state, cfg)
+    with _clear_errors(Path(ckpt.source).name):
+        state = with_projection(ckpt.state, proj, arch or (cfg and arch_name(cfg)), ckpt.source)
+        cfg = cfg or sane_config(infer_config(state, quick_gelu=True), ckpt.source)
+        if not arch:   # the projection may come from elsewhere: its width decides
+            proj_t = state["proj"]
+            if proj_t.ndim != 2:
+                raise ValueError(f"{ckpt.source}: 'proj' has shape {tuple(proj_t.shape)}, expected (width, output_dim)")
+            cfg = sane_config(dataclasses.replace(cfg, output_dim=proj_t.shape[1]), ckpt.source)
+        check_vision(state, cfg, ckpt.source)
+        return tower_from_state(state, cfg)

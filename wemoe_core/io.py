@@ -8,6 +8,7 @@ Three kinds of files, told apart by the metadata key ``format``:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -25,6 +26,7 @@ from torch import nn
 
 from . import __version__
 from .models import VisionConfig, build_vision, state_of
+from .params import validate
 from .wemoe import WEMoE, WEMoEParams, skeleton
 
 FORMAT_KEY = "format"
@@ -69,6 +71,20 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metad
     return path
 
 
+@contextlib.contextmanager
+def clear_errors(label: str):
+    """Turn anything a damaged or hostile file makes our parsing raise (KeyError, TypeError,
+    struct errors...) into a ValueError naming the file; our own messages (ValueError, a
+    missing file, a Hub that cannot be reached) pass unchanged."""
+    try:
+        yield
+    except (ValueError, OSError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - any other parsing failure: the file is not usable
+        raise ValueError(f"{label} is not a usable checkpoint ({type(e).__name__}: {e}); "
+                         "re-download or re-export it") from None
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -83,7 +99,11 @@ def _load(path, expected: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]
     if meta.get(FORMAT_KEY) != expected:
         raise ValueError(f"{Path(path).name} holds {meta.get(FORMAT_KEY) or 'no WEMoE Explorer model'}, "
                          f"not {expected}; pick the matching file")
-    return load_file(str(path)), meta
+    try:
+        return load_file(str(path)), meta
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{Path(path).name} is not a readable safetensors file ({e}); "
+                         "export it again or pick another file") from None
 
 
 def save_merged(path, model: nn.Module | dict, config: VisionConfig, recipe: Recipe) -> Path:
@@ -93,9 +113,12 @@ def save_merged(path, model: nn.Module | dict, config: VisionConfig, recipe: Rec
 
 def load_merged(path) -> tuple[nn.Module, Recipe]:
     state, meta = _load(path, "wemoe-explorer/merged")
-    model = build_vision(VisionConfig.from_dict(json.loads(meta["vision_config"])))
-    model.load_state_dict(state, strict=True)
-    return model.eval(), Recipe.from_json(meta["recipe"])
+    with clear_errors(Path(path).name):
+        from .checkpoints import sane_config
+
+        model = build_vision(sane_config(VisionConfig.from_dict(json.loads(meta["vision_config"])), Path(path).name))
+        model.load_state_dict(state, strict=True)
+        return model.eval(), Recipe.from_json(meta["recipe"])
 
 
 def save_wemoe(path, model: WEMoE, config: VisionConfig, recipe: Recipe) -> Path:
@@ -109,11 +132,14 @@ def save_wemoe(path, model: WEMoE, config: VisionConfig, recipe: Recipe) -> Path
 
 def load_wemoe(path) -> tuple[WEMoE, Recipe]:
     state, meta = _load(path, "wemoe-explorer/wemoe")
-    cfg = VisionConfig.from_dict(json.loads(meta["vision_config"]))
-    params = WEMoEParams(**json.loads(meta["wemoe_params"]))
-    model = skeleton(cfg, params, json.loads(meta["tasks"]), state)
-    model.load_state_dict(state, strict=True)
-    return model.eval(), Recipe.from_json(meta["recipe"])
+    with clear_errors(Path(path).name):
+        from .checkpoints import sane_config
+
+        cfg = sane_config(VisionConfig.from_dict(json.loads(meta["vision_config"])), Path(path).name)
+        params = validate(WEMoEParams, json.loads(meta["wemoe_params"]))
+        model = skeleton(cfg, params, json.loads(meta["tasks"]), state)
+        model.load_state_dict(state, strict=True)
+        return model.eval(), Recipe.from_json(meta["recipe"])
 
 
 def fingerprint(model: WEMoE) -> str:
@@ -138,6 +164,11 @@ def save_routers(path, model: WEMoE, recipe: Recipe) -> Path:
 def load_routers(model: WEMoE, path) -> Recipe:
     """Load router weights into ``model``; refuses routers trained on another pool or layout."""
     state, meta = _load(path, "wemoe-explorer/routers")
+    with clear_errors(Path(path).name):
+        return _attach_routers(model, state, meta)
+
+
+def _attach_routers(model: WEMoE, state: dict, meta: dict) -> Recipe:
     if json.loads(meta["tasks"]) != model.task_names:
         raise ValueError(f"these routers were trained for tasks {json.loads(meta['tasks'])}, "
                          f"this model has {model.task_names}; build the model from the same pool and tasks")

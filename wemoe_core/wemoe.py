@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -203,9 +204,12 @@ def upscale(pretrained: nn.Module, finetuned: Sequence, *, init_lambda: float = 
 
     Only router parameters have ``requires_grad=True``; their names contain ``router``.
     """
+    from .params import validate
+
     if params is None:
-        from .params import validate
         params = validate(WEMoEParams, init_lambda=init_lambda, router_depth=router_depth, **overrides)
+    else:   # a hand-made WEMoEParams is checked too (NaN, out of range)
+        params = validate(WEMoEParams, dataclasses.asdict(params))
     if len(finetuned) < 1:
         raise ValueError("upscale needs at least one fine-tuned model")
     names = list(task_names) if task_names else [f"task{t}" for t in range(len(finetuned))]

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .adapt import AdaptParams, AdaptResult, StepInfo, adapt
+from .adapt import AdaptationError, AdaptParams, AdaptResult, StepInfo, adapt
 from .data import labeled_batches, unlabeled_stream
 from .evaluate import evaluate, routing_share
 from .io import Recipe
@@ -133,12 +133,21 @@ def adapt_run(run: Run, pool: Pool, *, callback: Callable[[StepInfo], None] | No
     data = adaptation_data(pool, run.recipe.tasks, params)
     if torch.device(device).type != "cpu":
         data = {t: (b.to(device, non_blocking=True) for b in it) for t, it in data.items()}
-    result = adapt(run.model, data, params, callback=callback, should_stop=should_stop)
+    try:
+        result = adapt(run.model, data, params, callback=callback, should_stop=should_stop)
+    except AdaptationError as e:   # keep the good steps: the model holds their parameters
+        _record(run, params, e.result, t0)
+        run.stopped = True
+        raise
+    _record(run, params, result, t0)
+    return result
+
+
+def _record(run: Run, params: AdaptParams, result: AdaptResult, t0: float) -> None:
     run.adapt_s += time.perf_counter() - t0
     run.history.extend(result.history)
     run.stopped = result.stopped
     run.recipe = replace(run.recipe, adapt=asdict(params) | {"steps_done": result.steps_done})
-    return result
 
 
 def evaluate_run(run: Run, pool: Pool, limit: int | None = None, device: str | torch.device = "cpu") -> pd.DataFrame:
