@@ -15,6 +15,7 @@ import pandas as pd
 
 from wemoe_core.adapt import AdaptParams
 from wemoe_core.export import export_run
+from wemoe_core.io import atomic_write_text
 from wemoe_core.params import validate
 from wemoe_core.pools import list_pools, load_pool
 from wemoe_core.registry import get_method
@@ -23,7 +24,7 @@ from . import controls, figures, views
 from .config import device, limits
 from .jobs import FINISHED, JOBS, JobRefused
 from .runs import make_work
-from .sessions import STORE, Session
+from .sessions import STORE, Session, export_root
 
 log = logging.getLogger(__name__)
 SKIP = gr.skip
@@ -270,7 +271,7 @@ def export(sid: str | None, model_id: str | None) -> tuple[list[str] | None, str
     m = s.model(model_id) if model_id else None
     if m is None:
         return None, warn("Pick a model to export (run one in “Merge & adapt” first).")
-    folder = Path(tempfile.mkdtemp(prefix="wemoe-export-"))
+    folder = Path(tempfile.mkdtemp(prefix="export-", dir=export_root()))
     with s.lock:
         old, s.export_dir = s.export_dir, folder
     if old:
@@ -278,7 +279,7 @@ def export(sid: str | None, model_id: str | None) -> tuple[list[str] | None, str
     with m.lock:
         files = export_run(m.run, load_pool(m.pool), folder, m.label)
     csv = folder / "results.csv"
-    compare_frame(s).to_csv(csv, index=False)
+    atomic_write_text(csv, compare_frame(s).to_csv(index=False))
     paths = [str(p) for p in (*files.values(), csv)]
     note = "" if "model" in files else f" {m.pretty_name} keeps one model per task, so there is no single merged model to save."
     return paths, f"{len(paths)} files for {m.label}.{note}"

@@ -141,6 +141,9 @@ class JobManager:
                 raise JobRefused(f"{active[0].label} is still running: stop it or wait for it to finish "
                                  f"(at most {lim.max_jobs_per_session} job{'s' * (lim.max_jobs_per_session > 1)} "
                                  "per visitor)")
+            for old in self._jobs.values():     # the session holds its models; old jobs need not
+                if old.session_id == session_id and old.finished:
+                    old.result = None
             job = Job(session_id, label, tasks, steps, work)
             self._jobs[job.id] = job
             self._forget_old()
@@ -167,6 +170,7 @@ class JobManager:
             job.set_state(QUEUED, f"waiting: {self.running()} job(s) are using this server")
             while not slots.acquire(timeout=0.5):
                 if job.stop_requested:
+                    job.work = None
                     job.set_state(STOPPED, "stopped before it started")
                     job.done.set()
                     return
@@ -188,6 +192,7 @@ class JobManager:
             job.error = _failure_text(e)
             job.set_state(FAILED, f"{job.label} failed: {job.error}")
         finally:
+            job.work = None                     # let go of the session, pool and model it captured
             log.info("job %s (%s) ended: %s", job.id, job.label, job.progress.message)
             slots.release()
             job.done.set()

@@ -6,11 +6,15 @@ API clients (``gradio_client``) get a session per client connection (``api-<sess
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import re
 import secrets
+import shutil
+import tempfile
 import threading
 import time
+from pathlib import Path
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +25,18 @@ from .config import default_pool, limits
 
 log = logging.getLogger(__name__)
 _ID = re.compile(r"^(s-[A-Za-z0-9_-]{32}|api-[A-Za-z0-9_-]{1,64})$")
+
+
+_EXPORTS: dict[str, Path] = {}
+
+
+def export_root() -> Path:
+    """This process's folder of export files (one sub-folder per export), removed at exit;
+    a session's folder goes when the session is dropped or exports again."""
+    if "root" not in _EXPORTS:
+        _EXPORTS["root"] = Path(tempfile.mkdtemp(prefix="wemoe-exports-"))
+        atexit.register(shutil.rmtree, _EXPORTS["root"], True)
+    return _EXPORTS["root"]
 
 
 @dataclass(eq=False)
@@ -93,6 +109,16 @@ class Session:
         with self.lock:
             return [m for m in self.models.values() if m.is_wemoe]
 
+    def drop(self) -> None:
+        """Forget everything (the session was evicted): models, image, export files."""
+        with self.lock:
+            folder, self.export_dir = self.export_dir, None
+            self.models.clear()
+            self.explanations.clear()
+            self.image = None
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+
 
 class SessionStore:
     """Sessions by id, with a cap on their number and an idle time-out."""
@@ -146,10 +172,10 @@ class SessionStore:
         busy = JOBS.busy_sessions()
         for sid, s in list(self._sessions.items()):
             if now - s.last_seen > lim.session_ttl_s and sid not in busy:
-                del self._sessions[sid]
+                self._sessions.pop(sid).drop()
         idle = sorted((s.last_seen, sid) for sid, s in self._sessions.items() if sid not in busy)
         for _, sid in idle[: max(0, len(self._sessions) - lim.max_sessions)]:
-            del self._sessions[sid]
+            self._sessions.pop(sid).drop()
 
 
 STORE = SessionStore()

@@ -26,7 +26,10 @@ CSS = views.CSS + """
 
 def launch_options() -> dict:
     """Keyword arguments of ``demo.launch()`` that come from our configuration."""
-    return dict(css=CSS, max_file_size=f"{limits().max_upload_mb}mb", show_error=False)
+    # show_error: our callbacks answer every failure with a gr.Error of their own (see api.guarded), so
+    # what this adds is Gradio's own messages about inputs it refused before calling us (a text
+    # where a number belongs, a file that was not uploaded): their text, never a traceback.
+    return dict(css=CSS, max_file_size=f"{limits().max_upload_mb}mb", show_error=True)
 
 
 def _models_tab(c: SimpleNamespace, pool) -> None:

@@ -77,7 +77,9 @@ def _evaluate(args) -> int:
               _share_text(result["routing_share"]))
     print(f"\nwall time: {result['wall_s']:.0f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        from .io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
     return 0
 
 
@@ -88,16 +90,28 @@ def _share_text(share: dict) -> str:
 
 
 def _merge(args) -> int:
+    from .adapt import AdaptationError
     from .io import save_merged, save_routers, save_wemoe
     from .pools import load_pool
     from .wemoe import WEMoE
-    from .workbench import adapt_run, build_model, evaluate_run
+    from .workbench import adapt_run, build_model, evaluate_run, recipe_for
 
     pool = load_pool(args.pool)
     tasks = args.tasks.split(",") if args.tasks else None
-    adapt = {"steps": args.steps} if args.steps else None
-    run = build_model(pool, tasks, args.method, _parse_sets(args.set), adapt)
-    adapt_run(run, pool, callback=lambda s: _bar(args.method, s.step, s.steps))
+    if tasks is not None and len(tasks) != len(set(tasks)) or (tasks is not None and not all(tasks)):
+        raise ValueError(f"--tasks {args.tasks!r}: name each task once, separated by commas")
+    adapt = {"steps": args.steps} if args.steps is not None else None
+    hparams = _parse_sets(args.set)
+    if adapt is not None and recipe_for(pool, args.method, hparams)[2] is None:
+        raise ValueError(f"{args.method} does not adapt: drop --steps (or choose adamerging_task, "
+                         "adamerging_layer or wemoe)")
+    run = build_model(pool, tasks, args.method, hparams, adapt)
+    failed = ""
+    try:
+        adapt_run(run, pool, callback=lambda s: _bar(args.method, s.step, s.steps))
+    except AdaptationError as e:     # keep the last good state: evaluate and save it, then say so
+        failed = str(e)
+        print(f"\nerror: {failed}\nsaving the last good state ({e.result.steps_done} steps)", file=sys.stderr)
     print(evaluate_run(run, pool).round(2).to_string())
     enc = run.model.encoder
     cfg = pool.info.vision_config
@@ -112,7 +126,7 @@ def _merge(args) -> int:
     else:
         save_merged(args.out, enc, cfg, run.recipe)
     print(f"wrote {args.out}")
-    return 0
+    return 1 if failed else 0
 
 
 def _export(args) -> int:
@@ -123,7 +137,9 @@ def _export(args) -> int:
         save_routers(args.routers, model, recipe)
         print(f"wrote {args.routers}")
     if args.recipe:
-        Path(args.recipe).write_text(json.dumps(json.loads(recipe.to_json()), indent=1) + "\n")
+        from .io import atomic_write_text
+
+        atomic_write_text(args.recipe, json.dumps(json.loads(recipe.to_json()), indent=1) + "\n")
         print(f"wrote {args.recipe}")
     return 0
 
@@ -192,8 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    from .adapt import AdaptationError
+
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, PermissionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (AdaptationError, OSError, MemoryError) as e:
+        print(f"error: {e or type(e).__name__}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

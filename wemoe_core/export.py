@@ -10,7 +10,7 @@ from typing import Iterator
 
 import torch
 
-from .io import save_merged, save_routers, save_wemoe
+from .io import atomic_write_text, save_merged, save_routers, save_wemoe
 from .pools.base import Pool
 from .wemoe import WEMoE
 from .workbench import Run
@@ -61,6 +61,6 @@ def export_run(run: Run, pool: Pool, folder: str | Path, stem: str | None = None
             out["model"] = save_merged(folder / f"{stem}.safetensors", {n: v.detach() for n, v in state.items()},
                                        cfg, run.recipe)
     recipe = folder / f"{stem}-recipe.json"
-    recipe.write_text(json.dumps(json.loads(run.recipe.to_json()), indent=1) + "\n")
+    atomic_write_text(recipe, json.dumps(json.loads(run.recipe.to_json()), indent=1) + "\n")
     out["recipe"] = recipe
     return out

@@ -55,6 +55,24 @@ class Recipe:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file (JSON, CSV) the same way as :func:`atomic_save`: a temporary file beside
+    ``path``, flushed to disk, then renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def atomic_save(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> Path:
     """Write safetensors to a temporary file beside ``path`` and rename it into place, so a
     killed process never leaves a half-written file under the final name."""

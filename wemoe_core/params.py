@@ -81,9 +81,9 @@ def _check(spec: Spec, value):
             value = value.strip().lower() in ("1", "true", "yes", "on")
         return bool(value)
     if spec.type in (int, float):
-        value = _number(spec, value)
-        _in_range(spec, value)
-        return value
+        num = _number(spec, value)
+        _in_range(spec, num, value if isinstance(value, (int, float)) and not isinstance(value, bool) else num)
+        return num
     if value is None or isinstance(value, spec.type):
         return value
     raise ValueError(f"{spec.name}={value!r}: expected {spec.type.__name__}")
@@ -103,11 +103,12 @@ def _number(spec: Spec, value):
     return num
 
 
-def _in_range(spec: Spec, value) -> None:
+def _in_range(spec: Spec, value, shown=None) -> None:
     low_bad = spec.min is not None and (value <= spec.min if spec.min_open else value < spec.min)
     high_bad = spec.max is not None and value > spec.max
     if low_bad or high_bad:
-        raise ValueError(f"{spec.name}={value!r} is out of range; {_range_text(spec)}")
+        shown = value if shown is None else shown     # as the user wrote it (0, not 0.0)
+        raise ValueError(f"{spec.name}={shown!r} is out of range; {_range_text(spec)}")
 
 
 def _range_text(spec: Spec) -> str:
