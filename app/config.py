@@ -37,6 +37,7 @@ class Limits:
     job_timeout_s: int        # WEMOE_JOB_TIMEOUT_S: a job stops (keeping what it learned) after this
     queue_size: int           # WEMOE_QUEUE_SIZE: requests waiting in gradio's queue
     eval_limit: int           # WEMOE_EVAL_LIMIT: test images per task for accuracy (0 = all)
+    files_ttl_s: int          # WEMOE_FILES_TTL_S: uploaded and exported files are deleted after this
 
 
 def limits() -> Limits:
@@ -52,6 +53,7 @@ def limits() -> Limits:
         job_timeout_s=_int("WEMOE_JOB_TIMEOUT_S", 1800, 1),
         queue_size=_int("WEMOE_QUEUE_SIZE", 64, 1),
         eval_limit=_int("WEMOE_EVAL_LIMIT", 0, 0),
+        files_ttl_s=_int("WEMOE_FILES_TTL_S", 6 * 3600, 1),
     )
 
 

@@ -181,7 +181,8 @@ def build_demo() -> gr.Blocks:
     set_threads()
     pool = load_pool(default_pool())
     c = SimpleNamespace()
-    with gr.Blocks(title="WEMoE Explorer", delete_cache=(3600, 6 * 3600)) as demo:
+    ttl = limits().files_ttl_s          # Gradio deletes uploads and served files this old, checking
+    with gr.Blocks(title="WEMoE Explorer", delete_cache=(min(3600, ttl), ttl)) as demo:    # hourly at most
         c.sid = gr.BrowserState(None, storage_key="wemoe-explorer-session")
         c.seen = gr.State(-1)
         gr.Markdown(f"# WEMoE Explorer\n{INTRO}\n\n<span class='wm-small'>Computing on **{device_label()}**.</span>",
