@@ -102,7 +102,7 @@ def load_torch(path: str | os.PathLike, *, allow_pickle: bool | None = None) -> 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" not in str(e):      # not an object pickle: a damaged file
+        if "unsupported global" not in str(e).lower():      # not an object pickle: a damaged file
             raise ValueError(f"{label} is not a readable PyTorch checkpoint ({str(e).splitlines()[-3:]}); "
                              "re-download or re-export it") from None
         if not pickle_allowed(allow_pickle):

@@ -1,0 +1,188 @@
+"""Security: no unpickling without the operator's opt-in (and no payload runs even with it),
+``weights_only=True`` on every ``torch.load``, local paths confined to their folders, the
+server reads no file a visitor names, uploads and exports live in temporary folders that are
+removed, and a Hugging Face token never reaches a log or a message."""
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+import wemoe_core as wc
+from wemoe_core import hub, paths
+from wemoe_core.pickled import PICKLE_ENV
+
+from .conftest import SECRET
+
+pytestmark = pytest.mark.timeout(300)
+ROOT = Path(__file__).resolve().parents[2]
+CODE_DIRS = ("app", "wemoe_core", "benchmarks", "scripts")
+
+
+def _sources():
+    files = [ROOT / "app.py"] + [p for d in CODE_DIRS for p in sorted((ROOT / d).rglob("*.py"))]
+    return [(p, ast.parse(p.read_text(), filename=str(p))) for p in files if p.is_file()]
+
+
+def _calls(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f"{getattr(f.value, 'id', '?')}.{f.attr}" if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            yield name, {k.arg: k.value for k in node.keywords}, node
+
+
+def test_every_torch_load_uses_weights_only():
+    """Parsed, not grepped: every ``torch.load(...)`` (and open_clip's loader) passes
+    ``weights_only=True``. The one exception is the opt-in stand-in unpickler of pickled.py,
+    reached only after ``pickle_allowed()`` said yes (tested below)."""
+    seen, unsafe = 0, []
+    for path, tree in _sources():
+        for name, kw, node in _calls(tree):
+            if name in ("torch.load", "open_clip.load_checkpoint"):
+                seen += 1
+                ok = isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True
+                opt_in = path.name == "pickled.py" and "pickle_module" in kw
+                if not ok and not opt_in:
+                    unsafe.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            if name in ("pickle.load", "pickle.loads", "joblib.load", "dill.load") or (
+                    name.endswith(".load") and isinstance(kw.get("allow_pickle"), ast.Constant) and kw["allow_pickle"].value):
+                unsafe.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
+    assert seen >= 2 and not unsafe, unsafe
+
+
+def test_nothing_in_the_app_opts_into_unpickling():
+    for path, tree in _sources():
+        if path.name == "pickled.py":
+            continue
+        for _, kw, node in _calls(tree):
+            v = kw.get("allow_pickle")
+            assert not (isinstance(v, ast.Constant) and v.value is True), f"{path}:{node.lineno}"
+        assert PICKLE_ENV not in path.read_text() or path.parts[-2] == "wemoe_core", path
+
+
+class _Payload:
+    """Unpickling this runs ``os.system`` (a classic malicious checkpoint)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_malicious_pickle_never_runs(tmp_path, monkeypatch):
+    root = tmp_path / "models"
+    root.mkdir()
+    monkeypatch.setenv("WEMOE_MODEL_DIR", str(root))
+    monkeypatch.delenv(PICKLE_ENV, raising=False)
+    marker = tmp_path / "pwned"
+    for name, dump, refusal in (
+            ("evil.pt", lambda f: torch.save({"x": torch.zeros(1), "y": _Payload(marker)}, f),
+             rf"would run code from the file.*{PICKLE_ENV}=1"),
+            ("evil.bin", lambda f: pickle.dump(_Payload(marker), f), r"not a readable PyTorch checkpoint")):   # a bare pickle
+        with open(root / name, "wb") as f:
+            dump(f)
+        with pytest.raises(ValueError, match=refusal):
+            wc.load_vision(name)
+        with pytest.raises(ValueError):                  # opted in: stand-ins, still no code
+            wc.load_vision(name, allow_pickle=True)
+        assert not marker.exists()
+
+
+def test_local_paths_stay_in_their_folders(tmp_path, monkeypatch):
+    models, data, outside = tmp_path / "models", tmp_path / "data", tmp_path / "secret"
+    for d in (models, data, outside):
+        d.mkdir()
+    (outside / "model.safetensors").write_bytes(b"x")
+    (models / "escape").symlink_to(outside)
+    (data / "escape").symlink_to(outside)
+    monkeypatch.setenv("WEMOE_MODEL_DIR", str(models))
+    monkeypatch.setenv("WEMOE_DATA_DIR", str(data))
+    for bad in ("../secret", "../secret/model.safetensors", str(outside), "escape/model.safetensors",
+                "a/../../secret", "/etc/passwd"):
+        with pytest.raises(ValueError, match=r"outside the allowed folder .*WEMOE_MODEL_DIR"):
+            paths.local_model_path(bad)
+        with pytest.raises(ValueError, match=r"outside the allowed folder .*WEMOE_DATA_DIR"):
+            paths.local_data_path(bad)
+        with pytest.raises((ValueError, FileNotFoundError)):
+            wc.load_vision(bad)
+
+
+@pytest.mark.parametrize("target", ["/etc/hostname", "app/config.py", "{root}/app/config.py", "{root}/../../etc/passwd"])
+def test_the_server_serves_no_file_a_visitor_names(live_app, target):
+    url = live_app + "gradio_api/file=" + target.format(root=ROOT)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=30)
+    assert refused.value.code in (403, 404)
+
+
+def test_the_server_reads_no_file_a_request_names(live_app):
+    """A hand-made request whose image 'file' is a server path is refused before our code runs."""
+    body = json.dumps({"data": [{"path": "/etc/hostname", "meta": {"_type": "gradio.FileData"}}, "", 5]}).encode()
+    req = urllib.request.Request(live_app + "gradio_api/call/predict", data=body, headers={"Content-Type": "application/json"})
+    event = json.loads(urllib.request.urlopen(req, timeout=30).read())["event_id"]
+    stream = urllib.request.urlopen(live_app + "gradio_api/call/predict/" + event, timeout=60).read().decode()
+    assert "event: error" in stream and "not uploaded by a user" in stream
+    assert open("/etc/hostname").read().strip() not in stream.replace("/etc/hostname", "")
+
+
+def test_exports_live_in_a_temporary_folder_removed_at_exit(tmp_path):
+    code = ("from app.sessions import export_root\nr = export_root()\n(r / 'x.safetensors').write_bytes(b'1')\n"
+            "print(r)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    folder = Path(out.stdout.strip())
+    assert out.returncode == 0 and folder.is_relative_to(Path(os.environ.get("TMPDIR", "/tmp")).resolve())
+    assert not folder.exists()
+
+
+def test_a_token_never_reaches_logs_or_messages(monkeypatch, caplog, tmp_path, tiny8_dir):
+    """With HF_TOKEN set, go through everything that talks about the Hub or fails loudly: the
+    pool list, a download that cannot happen, a refused probe, a failed job, an unexpected
+    error; then the CLI in a process of its own with verbose logging."""
+    from app import api, callbacks
+    from app.jobs import JOBS
+    from app.sessions import STORE
+    from tests.app.test_callbacks import values_for
+    from wemoe_core.pools import load_pool
+
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    monkeypatch.setenv("HUGGING_FACE_HUB_TOKEN", SECRET)
+    caplog.set_level(logging.DEBUG)
+    messages = [callbacks.pools_status()[1]]
+    with pytest.raises(hub.HubUnavailable) as e:
+        hub.download("tanganke/clip-vit-base-patch32_svhn", "config.json")
+    messages.append(str(e.value))
+    monkeypatch.setattr(hub, "offline", lambda: False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    hub._probe_cache.clear()
+    messages.append(str(hub.probe(timeout=1.0)))
+    hub._probe_cache.clear()
+    monkeypatch.undo()
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    pool = load_pool("tiny8")
+    sid = STORE.resume(None).id
+    messages.append(callbacks.start(sid, "tiny8", pool.tasks[:2], "wemoe", *values_for(pool, "wemoe", lr=1.0, steps=3))[0])
+    s = STORE.get(sid)
+    JOBS.get(s.id, s.job_id).done.wait(120)
+    messages.append(callbacks.poll(sid, -1)[1])
+    with pytest.raises(Exception) as e:
+        api.guarded("test")(lambda: {}["boom"])()
+    messages.append(str(e.value))
+    env = {**os.environ, "HF_TOKEN": SECRET, "WEMOE_TINY8_DIR": str(tiny8_dir)}
+    cli = subprocess.run([sys.executable, "-m", "wemoe_core", "-v", "pools"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=240)
+    assert cli.returncode == 0 and "tiny8" in cli.stdout
+    everything = "\n".join([caplog.text, *messages, cli.stdout, cli.stderr])
+    assert "unavailable" in everything and "failed unexpectedly (KeyError)" in everything
+    assert SECRET not in everything and SECRET[3:20] not in everything
