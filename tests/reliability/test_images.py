@@ -4,6 +4,7 @@ API. Nothing is decoded before its size is checked; random bytes never crash or 
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -130,3 +131,39 @@ def test_fuzz_damaged_real_images(data, flips, cut):
     for pos, value in flips:
         b[pos % len(b)] = value
     _check(bytes(b[: max(1, len(b) - cut % len(b))]))
+
+
+# --- the page and the API ----------------------------------------------------------------------
+def test_the_page_answers_every_bad_file_with_a_warning(tiny8_dir, tmp_path):
+    from app import explore
+    from app.sessions import STORE
+
+    sid = STORE.resume(None).id
+    for name, (data, message) in {**REFUSED, "bomb": (png_bomb(8000), r"the limit is 40,000,000 pixels")}.items():
+        shown, status = explore.use_upload(sid, write(tmp_path / f"{len(name)}.png", data))
+        assert status.startswith("⚠️") and re.search(message, status), (name, status)
+        assert STORE.get(sid).image is None                       # nothing half-read is kept
+    shown, status = explore.use_upload(sid, write(tmp_path / "one.png", png_bytes(Image.new("RGB", (1, 1), (5, 6, 7)))))
+    assert status == "your image (1 x 1)" and shown.size == (256, 256)
+    html, *_, status = explore.predict(sid, [], None, None, None)
+    assert "Task arithmetic" in html and "model(s) answered" in status
+
+
+ODD = {"1 x 1": png_bytes(Image.new("RGB", (1, 1), (9, 8, 7))),
+       "16-bit": png_bytes(Image.fromarray((np.arange(400, dtype=np.uint16).reshape(20, 20) * 160))),
+       "CMYK": png_bytes(Image.new("CMYK", (20, 20), (0, 255, 255, 0)), "JPEG"),
+       "palette": _palette(transparent=True), "RGBA": png_bytes(Image.new("RGBA", (20, 20), (0, 0, 255, 128)))}
+
+
+def test_the_api_answers_odd_images_and_refuses_bad_ones(live_app, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(live_app, verbose=False)
+    for name, data in ODD.items():
+        out = client.predict(handle_file(write(tmp_path / f"{name}.png", data)), api_name="/predict")
+        assert len(out["predictions"]) == 8, name
+    for name in ("text", "truncated jpeg", "20000 x 20000 px"):
+        data, message = REFUSED[name]
+        with pytest.raises(AppError, match=message):
+            client.predict(handle_file(write(tmp_path / "bad.png", data)), api_name="/predict")
