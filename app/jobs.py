@@ -177,6 +177,7 @@ class JobManager:
         try:
             job.started = time.monotonic()
             job.set_state(RUNNING, "starting")
+            log.info("job %s (%s) started: %d task(s), %d step(s)", job.id, job.label, len(job.tasks), job.progress.steps)
             job.result = gpu(job.work)(job)
             error = getattr(job.result, "error", "")
             if error:      # adaptation failed; the work kept the model of the last good step
