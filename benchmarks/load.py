@@ -192,15 +192,21 @@ def run(args) -> dict:
         _say(f"adaptation running (step {step0}); {args.clients} visitors for {args.seconds} s")
         mem.start()
         before = mem.now()
-        out, lock = {"latency": [], "errors": []}, threading.Lock()
+        out, lock, rounds = {"latency": [], "errors": []}, threading.Lock(), []
         t0 = time.monotonic()
-        until = t0 + args.seconds
-        threads = [threading.Thread(target=visitor, args=(url, images[i], until, out, lock), daemon=True)
-                   for i in range(args.clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(args.seconds + 300)
+        for r in range(args.rounds):            # each round: new visitors (new sessions), same server
+            r_start, r_before, n0 = time.monotonic(), mem.now(), len(out["latency"])
+            until = r_start + args.seconds
+            threads = [threading.Thread(target=visitor, args=(url, images[i], until, out, lock), daemon=True)
+                       for i in range(args.clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(args.seconds + 300)
+            rounds.append({"requests": len(out["latency"]) - n0, "rss_mb_before": round(r_before, 1),
+                           "rss_mb_after": round(mem.now(), 1), "rss_growth_mb": round(mem.now() - r_before, 1),
+                           "p50_s": round(pct(out["latency"][n0:], 50), 3), "p95_s": round(pct(out["latency"][n0:], 95), 3)})
+            _say(f"round {r + 1}/{args.rounds}: {rounds[-1]}")
         wall = time.monotonic() - t0
         after = mem.now()
         mem.stop()
@@ -214,7 +220,7 @@ def run(args) -> dict:
                           "p99": round(pct(out["latency"], 99), 3), "max": round(max(out["latency"], default=0), 3),
                           "mean": round(statistics.fmean(out["latency"]), 3) if out["latency"] else None},
             "rss_mb_before": round(before, 1), "rss_mb_peak": round(max([before, after, *(m for _, m in mem.samples)]), 1),
-            "rss_mb_after": round(after, 1), "rss_growth_mb": round(after - before, 1),
+            "rss_mb_after": round(after, 1), "rss_growth_mb": round(after - before, 1), "rounds": rounds,
             "adaptation": {"status": last.get("status"), "steps_during_load": last.get("step", 0) - step0,
                            "steps_per_s": round((last.get("step", 0) - step0) / wall, 2)},
             "server_alive": alive,
@@ -242,20 +248,22 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clients", type=int, default=20, help="concurrent visitors (default 20)")
     p.add_argument("--seconds", type=float, default=60, help="how long they keep asking (default 60)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="repeat with new visitors (new sessions) on the same server; growth per round shows a bound")
     p.add_argument("--steps", type=int, default=100_000, help="steps of the adaptation that runs meanwhile")
     p.add_argument("--zoo", help="a Tiny-8 build (default: $WEMOE_TINY8_DIR, assets/tiny8, else a mini build)")
     p.add_argument("--threads", type=int, default=1, help="WEMOE_THREADS of the server (0: PyTorch's choice)")
     p.add_argument("--max-growth-mb", type=float, default=None, help="fail if RSS grows more than this")
     p.add_argument("--json", help="write the report here")
     args = p.parse_args(argv)
-    if args.clients < 1 or args.seconds <= 0:
-        p.error("--clients and --seconds must be positive")
+    if args.clients < 1 or args.seconds <= 0 or args.rounds < 1:
+        p.error("--clients, --seconds and --rounds must be positive")
     report = run(args)
     text = json.dumps(report, indent=1)
     if args.json:
         Path(args.json).write_text(text + "\n")
     brief = {k: report.get(k) for k in ("clients", "seconds", "requests_served", "errors", "throughput_rps", "latency_s",
-                                        "rss_mb_before", "rss_mb_peak", "rss_mb_after", "rss_growth_mb", "adaptation",
+                                        "rss_mb_before", "rss_mb_peak", "rss_mb_after", "rss_growth_mb", "rounds", "adaptation",
                                         "server_alive", "server_answers_after")}
     print(json.dumps(brief, indent=1))
     bad = report.get("errors", 1) > 0 or not report.get("server_alive") or not report.get("server_answers_after")
