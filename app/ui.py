@@ -29,7 +29,12 @@ def launch_options() -> dict:
     # show_error: our callbacks answer every failure with a gr.Error of their own (see api.guarded), so
     # what this adds is Gradio's own messages about inputs it refused before calling us (a text
     # where a number belongs, a file that was not uploaded): their text, never a traceback.
-    return dict(css=CSS, max_file_size=f"{limits().max_upload_mb}mb", show_error=True)
+    # state_session_capacity: Gradio keeps a copy of the page's component settings for every
+    # connection it has seen (~150 kB here), 10,000 of them by default; twice our own cap on
+    # visitors (WEMOE_MAX_SESSIONS) bounds that memory without dropping anyone we still keep.
+    lim = limits()
+    return dict(css=CSS, max_file_size=f"{lim.max_upload_mb}mb", show_error=True,
+                state_session_capacity=max(100, 2 * lim.max_sessions))
 
 
 def _models_tab(c: SimpleNamespace, pool) -> None:

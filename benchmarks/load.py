@@ -181,15 +181,17 @@ def run(args) -> dict:
             warm.predict(handle_file(images[0]), api_name="/predict")
         report["rss_mb_warm"] = round(mem.now(), 1)
 
-        trainer = Client(url, verbose=False)
-        job = trainer.submit("wemoe", {}, None, {"steps": args.steps}, api_name="/merge")
-        end = time.monotonic() + 300
-        while not any(o.get("status") == "running" and o.get("step", 0) >= 1 for o in job.outputs()):
-            if job.done() or time.monotonic() > end:
-                raise RuntimeError(f"the adaptation did not start: {job.outputs()[-1:] or job.status()}")
-            time.sleep(0.2)
-        step0 = job.outputs()[-1]["step"]
-        _say(f"adaptation running (step {step0}); {args.clients} visitors for {args.seconds} s")
+        job, step0 = None, 0
+        if args.steps:
+            trainer = Client(url, verbose=False)
+            job = trainer.submit("wemoe", {}, None, {"steps": args.steps}, api_name="/merge")
+            end = time.monotonic() + 300
+            while not any(o.get("status") == "running" and o.get("step", 0) >= 1 for o in job.outputs()):
+                if job.done() or time.monotonic() > end:
+                    raise RuntimeError(f"the adaptation did not start: {job.outputs()[-1:] or job.status()}")
+                time.sleep(0.2)
+            step0 = job.outputs()[-1]["step"]
+        _say(f"adaptation {'running (step %d)' % step0 if job else 'off'}; {args.clients} visitors for {args.seconds} s")
         mem.start()
         before = mem.now()
         out, lock, rounds = {"latency": [], "errors": []}, threading.Lock(), []
@@ -210,7 +212,7 @@ def run(args) -> dict:
         wall = time.monotonic() - t0
         after = mem.now()
         mem.stop()
-        last = job.outputs()[-1]
+        last = job.outputs()[-1] if job else {"status": "off", "step": 0}
         alive = proc.poll() is None
         report.update({
             "requests_served": len(out["latency"]), "errors": len(out["errors"]),
@@ -225,11 +227,12 @@ def run(args) -> dict:
                            "steps_per_s": round((last.get("step", 0) - step0) / wall, 2)},
             "server_alive": alive,
         })
-        job.cancel()                                # the server stops a job whose client leaves
-        end = time.monotonic() + 120
-        while time.monotonic() < end and "stopped after" not in log.read_text():
-            time.sleep(0.5)
-        report["adaptation"]["stopped_cleanly"] = "stopped after" in log.read_text()
+        if job:
+            job.cancel()                            # the server stops a job whose client leaves
+            end = time.monotonic() + 120
+            while time.monotonic() < end and "stopped after" not in log.read_text():
+                time.sleep(0.5)
+            report["adaptation"]["stopped_cleanly"] = "stopped after" in log.read_text()
         check = Client(url, verbose=False).predict(handle_file(images[0]), api_name="/predict")
         report["server_answers_after"] = len(check.get("predictions", {})) == 8
         report["rss_mb_end"] = round(mem.now(), 1)
@@ -250,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60, help="how long they keep asking (default 60)")
     p.add_argument("--rounds", type=int, default=1,
                    help="repeat with new visitors (new sessions) on the same server; growth per round shows a bound")
-    p.add_argument("--steps", type=int, default=100_000, help="steps of the adaptation that runs meanwhile")
+    p.add_argument("--steps", type=int, default=100_000, help="steps of the adaptation that runs meanwhile (0: none)")
     p.add_argument("--zoo", help="a Tiny-8 build (default: $WEMOE_TINY8_DIR, assets/tiny8, else a mini build)")
     p.add_argument("--threads", type=int, default=1, help="WEMOE_THREADS of the server (0: PyTorch's choice)")
     p.add_argument("--max-growth-mb", type=float, default=None, help="fail if RSS grows more than this")
