@@ -205,3 +205,15 @@ def test_models_per_visitor_and_visitors(monkeypatch, tmp_path):
         store.resume(None)
     assert len(store) == 3 and store.get(busy.id) is busy       # never the one whose job runs
     assert store.get(first.id) is None and not folder.exists()  # the oldest went, with its files
+
+
+def test_launch_settings_follow_the_limits(tiny8_dir, monkeypatch):
+    from app.ui import build_demo, launch_options
+
+    for k, v in {"WEMOE_MAX_UPLOAD_MB": "3", "WEMOE_MAX_SESSIONS": "120", "WEMOE_QUEUE_SIZE": "9",
+                 "WEMOE_FILES_TTL_S": "7200"}.items():
+        monkeypatch.setenv(k, v)
+    opts = launch_options()
+    assert opts["max_file_size"] == "3mb" and opts["state_session_capacity"] == 240
+    demo = build_demo()
+    assert demo.delete_cache == (3600, 7200) and demo._queue.max_size == 9
