@@ -44,7 +44,7 @@ class AdaptParams:
 
 PRESETS = {
     "paper": AdaptParams(),
-    "tiny8": AdaptParams(steps=200, lr=3e-3, objective="infomax", normalize=True, balance=1.0,
+    "tiny8": AdaptParams(steps=400, lr=1e-2, objective="infomax", normalize=True, balance=1.0,
                          logit_scale=10.0, grad_clip=1.0),
 }
 

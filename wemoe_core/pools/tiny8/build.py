@@ -55,9 +55,9 @@ class BuildConfig:
     logit_scale: float = 20.0       # of the frozen cosine heads
     head_shots: int = 16            # heads = class means of this many pre-trained features per class
     probe_steps: int = 0            # > 0: then train the heads as cosine probes on all train images
-    finetune_steps: int = 200
+    finetune_steps: int = 800
     finetune_batch: int = 64
-    finetune_lr: float = 3e-4
+    finetune_lr: float = 1e-3
     threads: int = 2                # of pre-training; fixed: CPU reductions depend on the thread count
     workers: int = 2                # processes fine-tuning tasks in parallel (one thread each)
 
