@@ -286,3 +286,17 @@ def test_a_broken_checkpoint_in_the_pool_fails_the_job_with_its_name(pool, monke
         assert job.done.wait(120) and job.progress.state == FAILED
         assert re.search(message, job.progress.message), job.progress.message
         assert s.model(None) is None                                       # nothing broken is kept
+
+
+def test_the_cli_saves_the_last_good_state_of_a_failed_adaptation(tiny8_dir, tmp_path, capsys, monkeypatch):
+    from wemoe_core import cli
+    from wemoe_core.io import load_wemoe
+
+    nan_at(3, monkeypatch)
+    out = tmp_path / "w.safetensors"
+    assert cli.main(["merge", "--method", "wemoe", "--tasks", "scenes,signs", "--steps", "6", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "error: step 3: the loss is nan" in err and "saving the last good state (2 steps)" in err
+    assert "Traceback" not in err
+    model, recipe = load_wemoe(out)
+    assert recipe.adapt["steps_done"] == 2 and all(torch.isfinite(p).all() for p in model.router_parameters())
