@@ -51,7 +51,8 @@ class Plan:
         return out
 
 
-FULL = Plan("full")
+FULL = Plan("full", tiny8_steps=200, compress=(    # dense and compressed both at 200 of the recipe's 400 steps
+    {"compress": "lowrank", "rank": 16}, {"compress": "lowrank", "rank": 8}, {"compress": "sparse", "density": 0.1}))
 QUICK = Plan("quick", layers=2, rounds=2, infer_batches=(2, 8), loop_infer_batches=(2,), tta_per_task=1,
              loop_memory_per_task=(1,), paper_per_task=None, growth_experts=(2, 8), growth_layers=(1, 2),
              growth_tasks=1, kernel_tokens=(1, 50), kernel_batch=4, build_layers=1, tiny8_quick=True,
