@@ -7,6 +7,7 @@ start (it asks task arithmetic over all tasks of the default pool).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -44,32 +45,31 @@ def unexpected(what: str, e: BaseException) -> gr.Error:
 def guarded(what: str) -> Callable:
     """Expected problems (ValueError and our refusals) become their own message; anything else
     becomes :func:`unexpected`'s. Works for plain functions and generators."""
+    @contextlib.contextmanager
+    def translated():
+        try:
+            yield
+        except gr.Error:
+            raise
+        except (ValueError, JobRefused) as e:
+            raise gr.Error(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - see unexpected()
+            raise unexpected(what, e) from None
+
     def wrap(fn: Callable) -> Callable:
         import inspect
 
         if inspect.isgeneratorfunction(fn):
             @functools.wraps(fn)
             def gen(*args, **kwargs):
-                try:
+                with translated():
                     yield from fn(*args, **kwargs)
-                except gr.Error:
-                    raise
-                except (ValueError, JobRefused) as e:
-                    raise gr.Error(str(e)) from None
-                except Exception as e:  # noqa: BLE001 - see unexpected()
-                    raise unexpected(what, e) from None
             return gen
 
         @functools.wraps(fn)
         def plain(*args, **kwargs):
-            try:
+            with translated():
                 return fn(*args, **kwargs)
-            except gr.Error:
-                raise
-            except (ValueError, JobRefused) as e:
-                raise gr.Error(str(e)) from None
-            except Exception as e:  # noqa: BLE001 - see unexpected()
-                raise unexpected(what, e) from None
         return plain
     return wrap
 
