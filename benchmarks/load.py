@@ -89,7 +89,7 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> floa
                     return time.perf_counter() - t0
         except OSError:
             time.sleep(0.3)
-    raise TimeoutError(f"the app did not answer within {timeout:.0f} s")
+    raise TimeoutError(f"the app did not answer at {url} within {timeout:.0f} s")
 
 
 class Memory(threading.Thread):

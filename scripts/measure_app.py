@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def startup(port: int) -> dict:
-    from tests.app.conftest import wait_for
+    from benchmarks.load import wait_ready as wait_for
 
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()

@@ -11,11 +11,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from benchmarks.load import wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "assets" / "tiny8"
@@ -70,17 +70,7 @@ def free_port() -> int:
 
 
 def wait_for(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> float:
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the app exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return time.perf_counter() - t0
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"the app did not answer at {url} within {timeout:.0f} s")
+    return wait_ready(url, proc, timeout)
 
 
 @pytest.fixture(scope="session")
