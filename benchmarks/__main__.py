@@ -94,7 +94,7 @@ def _pin_malloc() -> None:
     default, dynamic threshold, the per-sample loop's many transient 9 MB weights fragment the
     heap: at ViT-B/32 depth its adaptation step grew past 23 GB and was killed, where the same
     step with the threshold pinned peaks at 2 GB, as its saved tensors predict."""
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or os.environ.get("WEMOE_BENCH_NO_REEXEC"):
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
         return
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(harness.MMAP_THRESHOLD))
     os.execve(sys.executable, [sys.executable, "-m", "benchmarks", *sys.argv[1:]], env)
