@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,22 @@ def set_threads() -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+_WARM = threading.Event()
+
+
+def warm_up() -> None:
+    """Import open_clip (seconds) in the background once a first page has loaded, so the page
+    itself appears without waiting for it and the first model built later does not either."""
+    if _WARM.is_set():
+        return
+    _WARM.set()
+
+    def work() -> None:
+        import open_clip  # noqa: F401
+
+    threading.Thread(target=work, name="warm-up", daemon=True).start()
 
 
 def device_label() -> str:

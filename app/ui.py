@@ -11,7 +11,7 @@ from wemoe_core.pools import load_pool
 from wemoe_core.registry import METHODS
 
 from . import api, callbacks, controls, explore, learn, views
-from .config import default_pool, device_label, limits, set_threads
+from .config import default_pool, device_label, limits, set_threads, warm_up
 
 log = logging.getLogger(__name__)
 PRIVATE = dict(api_visibility="private")
@@ -160,7 +160,8 @@ def _wire(c: SimpleNamespace, demo: gr.Blocks) -> None:
     c.tasks_cb.input(_safe(callbacks.select_tasks), [c.sid, c.tasks_cb], [c.models_md], **PRIVATE)
     for trigger in (c.method.input, c.preset.input):
         trigger(_safe(callbacks.show_method), [c.method, c.pool_dd, c.preset], method_out, **PRIVATE)
-    demo.load(_safe(callbacks.show_method), [c.method, c.pool_dd, c.preset], method_out, **PRIVATE)
+    demo.load(_safe(callbacks.show_method), [c.method, c.pool_dd, c.preset], method_out, **PRIVATE
+              ).then(_safe(warm_up), None, None, **PRIVATE)     # the page first, then the slow import
     c.run_btn.click(_safe(callbacks.start), [c.sid, c.pool_dd, c.tasks_cb, c.method, *c.controls],
                     [c.job_md, c.progress, c.timer, c.seen, c.entropy_plot, c.routing_plot], concurrency_limit=None,
                     show_progress="hidden", **PRIVATE)

@@ -88,7 +88,7 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> floa
                 if r.status == 200:
                     return time.perf_counter() - t0
         except OSError:
-            time.sleep(0.3)
+            time.sleep(0.1)
     raise TimeoutError(f"the app did not answer at {url} within {timeout:.0f} s")
 
 

@@ -22,9 +22,9 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from open_clip.transformer import VisionTransformer
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open
 
@@ -34,6 +34,9 @@ from .io import clear_errors as _clear_errors
 from .keys import StateDict
 from .models import VisionConfig, build_vision, check_pair, infer_config
 from .pickled import load_torch
+
+if TYPE_CHECKING:  # importing open_clip takes seconds: only where a tower is built
+    from open_clip.transformer import VisionTransformer
 
 log = logging.getLogger(__name__)
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import QuickGELU, VisionTransformer
 from torch import nn
 
 from . import keys
+
+if TYPE_CHECKING:  # importing open_clip takes seconds: only where a tower is built
+    from open_clip.transformer import VisionTransformer
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class VisionConfig:
 
 def build_vision(cfg: VisionConfig) -> VisionTransformer:
     """A randomly initialised open_clip ``VisionTransformer`` with this architecture."""
+    from open_clip.transformer import QuickGELU, VisionTransformer  # here: importing open_clip takes seconds
+
     return VisionTransformer(
         image_size=cfg.image_size, patch_size=cfg.patch_size, width=cfg.width, layers=cfg.layers,
         heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, output_dim=cfg.output_dim,
