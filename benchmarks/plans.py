@@ -15,7 +15,7 @@ class Plan:
     rounds: int = 2                            # timed rounds per comparison (after one warm-up)
     infer_batches: tuple[int, ...] = (16, 64)
     loop_infer_batches: tuple[int, ...] = (16,)        # the per-sample loop is linear in the batch
-    tta_per_task: int = 1                      # images per task per step for the 3-way timing
+    tta_per_task: int = 1                      # images per task per step for the 3-way timing (2: batch 16)
     loop_memory_per_task: tuple[int, ...] = (1, 2)     # the loop's peak, fitted linearly in the batch
     paper_per_task: int | None = 16            # our own step measured at the paper's batch (memory)
     growth_experts: tuple[int, ...] = (2, 4, 8, 16, 20)
@@ -26,6 +26,7 @@ class Plan:
     build_layers: int | None = None            # upscale-from-disk model depth
     tiny8_quick: bool = False                  # Tiny-8 evaluation with --quick (fewer steps)
     tiny8_steps: int | None = None             # compression runs: adaptation steps (None: recipe)
+    tiny8_seeds: tuple[int, ...] = (0,)        # compression runs: one adaptation per seed, accuracies averaged
     compress: tuple[dict, ...] = field(default_factory=lambda: (
         {"compress": "lowrank", "rank": 16}, {"compress": "lowrank", "rank": 8},
         {"compress": "sparse", "density": 0.1}, {"compress": "sparse", "density": 0.05}))
@@ -51,8 +52,8 @@ class Plan:
         return out
 
 
-FULL = Plan("full", tiny8_steps=200, compress=(    # dense and compressed both at 200 of the recipe's 400 steps
-    {"compress": "lowrank", "rank": 16}, {"compress": "lowrank", "rank": 8}, {"compress": "sparse", "density": 0.1}))
+FULL = Plan("full", tta_per_task=2, tiny8_steps=200, tiny8_seeds=(0, 1), kernel_tokens=(1, 4, 16, 50),
+            compress=({"compress": "lowrank", "rank": 16}, {"compress": "lowrank", "rank": 24}))
 QUICK = Plan("quick", layers=2, rounds=2, infer_batches=(2, 8), loop_infer_batches=(2,), tta_per_task=1,
              loop_memory_per_task=(1,), paper_per_task=None, growth_experts=(2, 8), growth_layers=(1, 2),
              growth_tasks=1, kernel_tokens=(1, 50), kernel_batch=4, build_layers=1, tiny8_quick=True,

@@ -18,12 +18,17 @@ from wemoe_core.wemoe import WEMLP
 
 
 def _merged(linear, wb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """theta_0 + sum_t w_t tau_t for one linear layer, one expert at a time (as the public code)."""
+    """theta_0 + sum_t w_t tau_t for one linear layer, one expert at a time (as the public code),
+    accumulated in place: the same reads and arithmetic as ``weight = weight + w_t * tau_t``
+    without its two fresh 9 MB transients per expert. With those, glibc's heap fragments (small
+    saved activations land in the freed holes) and the step at ViT-B/32 depth grows past 20 GB;
+    with the mmap threshold pinned it fits but every transient page-faults (15x slower)."""
     delta, dbias = linear.experts.delta(), linear.experts.bias
-    weight, bias = linear.weight, linear.bias
+    weight, bias = linear.weight.clone(), linear.bias.clone()
     for t in range(delta.shape[0]):
-        weight = weight + wb[t] * delta[t]
-        bias = bias + wb[t] * dbias[t]
+        weight.addcmul_(wb[t], delta[t])
+        if dbias is not None:
+            bias.addcmul_(wb[t], dbias[t])
     return weight, bias
 
 
