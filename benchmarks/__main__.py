@@ -5,6 +5,7 @@ Markdown table and a chart (HTML + PNG) next to it."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -17,7 +18,7 @@ from . import build, chart, core, harness, precision, report, tiny8
 from .plans import PLANS, Plan, as_dict
 from .scenarios import Bench
 
-SECTIONS = ("kernels", "inference", "tta", "precision", "memory", "growth", "build", "tiny8")
+SECTIONS = ("kernels", "inference", "tta", "precision", "memory", "growth", "build", "tiny8", "compression")
 RESULTS = Path(__file__).resolve().parent / "results"
 LOOP_NOTE = ("Times use glibc's default allocator; peak memory is probed in separate processes with the "
              "mmap threshold pinned. The per-sample loop (benchmarks/reference.py) sums each sample's experts "
@@ -36,7 +37,7 @@ def run(plan: Plan, sections: tuple[str, ...]) -> dict:
         _say(f"[{name}] ...")
         if name in ("inference", "tta", "precision") and bench is None:
             bench = Bench(setup)
-        if name in ("memory", "growth", "build", "tiny8") and bench is not None:
+        if name in ("memory", "growth", "build", "tiny8", "compression") and bench is not None:
             bench = None          # free the B/32 experts before building other models
         _section(name, plan, setup, bench, res)
         res["seconds"][name] = round(time.perf_counter() - t0, 1)
@@ -63,6 +64,8 @@ def _section(name: str, plan: Plan, setup, bench, res: dict) -> None:
         res["build"] = build.measure(plan.arch, plan.build_layers or plan.layers, plan.experts)
     elif name == "tiny8":
         res["tiny8"] = tiny8.run(plan)
+    elif name == "compression":
+        res["compression"] = tiny8.run_compression(plan)
 
 
 def _say(msg: str) -> None:
@@ -89,6 +92,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip", default="", help="comma-separated sections to leave out")
     p.add_argument("--json", type=Path, default=None, help="where to write the results (.md/.html/.png beside it)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--seeds", default="", help="compression: comma-separated seeds of the adaptation data's order "
+                   "(accuracies averaged; default: the mode's, 0)")
     return p.parse_args(argv)
 
 
@@ -107,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         from .gpu import run_gpu
         res = run_gpu(sections)
     else:
-        res = run(PLANS[mode], sections)
+        plan = PLANS[mode]
+        if args.seeds:
+            plan = dataclasses.replace(plan, tiny8_seeds=tuple(int(x) for x in args.seeds.split(",")))
+        res = run(plan, sections)
     write(res, args.json or RESULTS / f"{'cpu' if mode != 'gpu' else 'gpu'}-{mode}.json")
     return 0
 

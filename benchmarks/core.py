@@ -127,7 +127,7 @@ def growth(plan: Plan) -> dict:
 
 def _growth_point(plan: Plan, setup: Setup) -> dict:
     bench = Bench(setup)
-    times = harness.compare({v: bench.tta(v, 1) for v in ("plain", "wemoe")}, plan.rounds)
+    times = harness.compare({v: bench.tta(v, 1) for v in ("plain", "wemoe")}, plan.growth_rounds)
     del bench
     peaks = _probe(setup, [("tta", "wemoe", 1)])
     return {"wemoe_s": harness.median(times["wemoe"]), "plain_s": harness.median(times["plain"]),

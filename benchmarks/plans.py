@@ -13,6 +13,7 @@ class Plan:
     layers: int | None = None                  # None: the architecture's own depth (12 for B/32)
     experts: int = 8
     rounds: int = 2                            # timed rounds per comparison (after one warm-up)
+    growth_rounds: int = 2                     # the same, per point of the cost-growth curves
     infer_batches: tuple[int, ...] = (16, 64)
     loop_infer_batches: tuple[int, ...] = (16,)        # the per-sample loop is linear in the batch
     tta_per_task: int = 1                      # images per task per step for the 3-way timing (2: batch 16)
@@ -52,7 +53,7 @@ class Plan:
         return out
 
 
-FULL = Plan("full", tta_per_task=2, tiny8_steps=200, tiny8_seeds=(0, 1), kernel_tokens=(1, 4, 16, 50),
+FULL = Plan("full", tta_per_task=2, growth_rounds=1, tiny8_steps=200, kernel_tokens=(1, 4, 16, 50),
             compress=({"compress": "lowrank", "rank": 16}, {"compress": "lowrank", "rank": 24}))
 QUICK = Plan("quick", layers=2, rounds=2, infer_batches=(2, 8), loop_infer_batches=(2,), tta_per_task=1,
              loop_memory_per_task=(1,), paper_per_task=None, growth_experts=(2, 8), growth_layers=(1, 2),

@@ -13,7 +13,7 @@ TARGETS = {   # name -> (comparison, bound, what it means)
 def headline(res: dict) -> dict:
     """The top-level numbers outside scripts read (None where a section did not run)."""
     inf, tta, mem = res.get("inference") or {}, res.get("tta") or {}, res.get("tta_memory") or {}
-    comp = ((res.get("tiny8") or {}).get("compression") or {})
+    comp = res.get("compression") or {}
     chosen = comp.get("variants", {}).get(comp.get("chosen") or "", {})
     largest = str(max(map(int, inf))) if inf else None
     return {
@@ -150,18 +150,26 @@ def _other(res: dict) -> list[str]:
         rows.append(f"- Tiny-8 sections skipped: {t8['skipped']}.")
     elif t8:
         rows += _tiny8_rows(t8)
+    comp = res.get("compression")
+    if comp and "skipped" in comp:
+        rows.append(f"- Compression section skipped: {comp['skipped']}.")
+    elif comp:
+        rows += _compression_rows(comp)
     for k, v in (res.get("precision") or {}).items():
         rows.append(f"- Precision {k}: {v}")
     return rows
 
 
 def _tiny8_rows(t8: dict) -> list[str]:
-    e, lat, c = t8["evaluation"], t8["latency"], t8["compression"]
-    rows = [f"- Tiny-8 `{e.get('command', 'evaluate')}`: {_f(e.get('wall_s'), ' s', 1)}."
+    e, lat = t8["evaluation"], t8["latency"]
+    return [f"- Tiny-8 `{e.get('command', 'evaluate')}`: {_f(e.get('wall_s'), ' s', 1)}."
             if "skipped" not in e else f"- Tiny-8 evaluation: {e['skipped']}",
             f"- Tiny-8 prediction latency (one image, every head, routing): p50 {lat['p50_ms']:.1f} ms, "
-            f"p95 {lat['p95_ms']:.1f} ms over {lat['images']} images.", "",
-            f"Compressed experts: WEMoE adapted {c.get('steps')} steps per run, seeds "
+            f"p95 {lat['p95_ms']:.1f} ms over {lat['images']} images.", ""]
+
+
+def _compression_rows(c: dict) -> list[str]:
+    rows = [f"Compressed experts: WEMoE adapted {c.get('steps')} steps per run, seeds "
             f"{', '.join(map(str, c.get('seeds', [0])))} of the data order; accuracy is the mean over seeds.", "",
             "| Tiny-8 experts | average accuracy | per seed | drop (points) | drop per seed | expert memory | smaller by |",
             "|---|---|---|---|---|---|---|",

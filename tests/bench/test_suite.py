@@ -66,3 +66,22 @@ def test_line_fit_and_crossover():
 def test_every_plan_states_its_reductions():
     for plan in PLANS.values():
         assert plan.reductions() and all(isinstance(r, str) for r in plan.reductions())
+
+
+def test_compression_headline_and_table_come_from_the_seed_means():
+    from benchmarks.tiny8 import _best
+
+    variants = {"lowrank r=16": {"avg_accuracy": 67.9, "avg_accuracy_per_seed": [68.35, 67.45], "expert_bytes": 4,
+                                 "memory_ratio": 5.8, "accuracy_drop_points": 2.5, "accuracy_drop_per_seed": [3.03, 2.0]},
+                "lowrank r=24": {"avg_accuracy": 69.05, "avg_accuracy_per_seed": [70.83, 67.28], "expert_bytes": 6,
+                                 "memory_ratio": 3.9, "accuracy_drop_points": 1.36, "accuracy_drop_per_seed": [0.55, 2.17]}}
+    chosen = _best(variants)
+    assert chosen == "lowrank r=16"          # none within 1 point: the most accurate one that is 4x smaller
+    res = _fake_results()
+    res["compression"] = {"dense": {"avg_accuracy": 70.41, "avg_accuracy_per_seed": [71.38, 69.45], "expert_bytes": 24},
+                          "variants": variants, "chosen": chosen, "steps": 200, "seeds": [0, 1]}
+    head = report.headline(res)
+    assert head["compressed_expert_memory_ratio"] == 5.8 and head["compressed_accuracy_drop_points"] == 2.5
+    res.update(head, targets=report.verdicts(head))
+    md = report.markdown(res)
+    assert "seeds 0, 1 of the data order" in md and "| lowrank r=24 | 69.05 | 70.83 / 67.28 | +1.36 | +0.55 / +2.17 |" in md
