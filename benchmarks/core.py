@@ -115,11 +115,15 @@ def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
 def growth(plan: Plan) -> dict:
     """Time (vs the plain tower of the same depth, interleaved) and peak memory of one step as the
     number of experts and of blocks grows."""
-    out = {"experts": {}, "layers": {}}
+    out, seen = {"experts": {}, "layers": {}}, {}
+    depth = plan.layers or synthetic.vit_config(plan.arch).layers
     for axis, values in (("experts", plan.growth_experts), ("layers", plan.growth_layers)):
         for v in values:
             setup = setup_of(plan, tasks=plan.growth_tasks, **{axis: v})
-            out[axis][str(v)] = _growth_point(plan, setup)
+            key = (setup.experts, setup.layers or depth)         # the same model on both axes: once
+            if key not in seen:
+                seen[key] = _growth_point(plan, setup)
+            out[axis][str(v)] = seen[key]
             log.info("growth %s=%d: %s", axis, v, out[axis][str(v)])
     out["summary"] = _growth_summary(out)
     return out

@@ -24,9 +24,11 @@ from torch.utils import benchmark
 MMAP_THRESHOLD = 65536   # bytes: blocks above this are mmapped, so freeing them returns memory
 
 
-def compare(variants: dict[str, Callable[[], object]], rounds: int, warmup: int = 1,
+def compare(variants: dict[str, Callable[[], object]], rounds: int, warmup: int = 0,
             threads: int | None = None) -> dict[str, list[float]]:
-    """Seconds per call of each variant, per round (interleaved; warm-up calls not counted)."""
+    """Seconds per call of each variant, per round (interleaved). ``Timer.timeit(1)`` itself runs
+    the call twice untimed before the timed one, so every timed call is warmed up; ``warmup``
+    adds whole untimed rounds before the first."""
     threads = threads or torch.get_num_threads()
     timers = {k: benchmark.Timer(stmt="fn()", globals={"fn": f}, num_threads=threads, sub_label=k)
               for k, f in variants.items()}
