@@ -77,8 +77,9 @@ def write(res: dict, json_path: Path) -> None:
     json_path.write_text(json.dumps(res, indent=1, default=str))
     md = report.markdown(res)
     json_path.with_suffix(".md").write_text(md)
-    chart.html(res, json_path.with_suffix(".html"))
-    chart.png(res, json_path.with_suffix(".png"))
+    if any(chart.bars(res).values()):      # a run without timings or peaks (e.g. compression only) has no chart
+        chart.html(res, json_path.with_suffix(".html"))
+        chart.png(res, json_path.with_suffix(".png"))
     print(md)
 
 

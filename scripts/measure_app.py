@@ -127,7 +127,12 @@ def main() -> None:
     if "adapt" not in skip:
         out |= adaptation(args.steps)
     out["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
-    print(json.dumps(out))
+    print(json.dumps(out), flush=True)
+    # The app's worker threads (jobs, sessions' cleaner) are daemons still parked in torch at
+    # interpreter shutdown, which then aborts ("terminate called without an active exception"):
+    # the measurement is printed, so leave without the teardown.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

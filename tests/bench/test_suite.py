@@ -85,3 +85,18 @@ def test_compression_headline_and_table_come_from_the_seed_means():
     res.update(head, targets=report.verdicts(head))
     md = report.markdown(res)
     assert "seeds 0, 1 of the data order" in md and "| lowrank r=24 | 69.05 | 70.83 / 67.28 | +1.36 | +0.55 / +2.17 |" in md
+
+
+def test_a_run_without_timings_writes_no_empty_chart(tmp_path):
+    from benchmarks.__main__ import write
+
+    res = {k: v for k, v in _fake_results().items() if k in ("machine", "plan", "reductions")}
+    res.update(report.headline(res))
+    res["targets"] = report.verdicts(report.headline(res))
+    write(res, tmp_path / "r.json")
+    assert (tmp_path / "r.md").exists() and not (tmp_path / "r.png").exists()
+    full = _fake_results()
+    full.update(report.headline(full))
+    full["targets"] = report.verdicts(report.headline(full))
+    write(full, tmp_path / "f.json")
+    assert (tmp_path / "f.png").stat().st_size > 0
