@@ -88,15 +88,14 @@ def set_threads() -> None:
         torch.set_num_threads(n)
 
 
-_WARM = threading.Event()
+_WARM = threading.Lock()      # taken once, never released: one warm-up per process
 
 
 def warm_up() -> None:
     """Import open_clip (seconds) in the background once a first page has loaded, so the page
     itself appears without waiting for it and the first model built later does not either."""
-    if _WARM.is_set():
+    if not _WARM.acquire(blocking=False):
         return
-    _WARM.set()
 
     def work() -> None:
         import open_clip  # noqa: F401
