@@ -128,9 +128,9 @@ def main() -> None:
         out |= adaptation(args.steps)
     out["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out), flush=True)
-    # The app's worker threads (jobs, sessions' cleaner) are daemons still parked in torch at
-    # interpreter shutdown, which then aborts ("terminate called without an active exception"):
-    # the measurement is printed, so leave without the teardown.
+    # Interpreter shutdown after this script aborts ("terminate called without an active
+    # exception"; not traced, most likely the app's daemon threads still inside torch): the
+    # measurement is printed, so leave without the teardown.
     sys.stderr.flush()
     os._exit(0)
 

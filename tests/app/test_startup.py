@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = """
-import json, sys, time
+import json, sys
 from app.ui import build_demo
 build_demo()
 before = "open_clip" in sys.modules
