@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from wemoe_core.registry import get_method
-from wemoe_core.workbench import recipe_for
+from wemoe_core.merging.registry import get_method
+from wemoe_core.running.workbench import recipe_for
 
 from . import callbacks
 from .config import default_pool, limits

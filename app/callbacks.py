@@ -13,12 +13,12 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from wemoe_core.adapt import AdaptParams
-from wemoe_core.export import export_run
-from wemoe_core.io import atomic_write_text
-from wemoe_core.params import validate
+from wemoe_core.merging.registry import get_method
+from wemoe_core.model.params import validate
 from wemoe_core.pools import list_pools, load_pool
-from wemoe_core.registry import get_method
+from wemoe_core.running.adapt import AdaptParams
+from wemoe_core.running.export import export_run
+from wemoe_core.sources.files import atomic_write_text
 
 from . import controls, figures, views
 from .config import device, limits

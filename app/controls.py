@@ -1,4 +1,4 @@
-"""Hyperparameter controls derived from the registry's declarations (``wemoe_core.params``).
+"""Hyperparameter controls derived from the registry's declarations (``wemoe_core.model.params``).
 
 One group of controls per hyperparameter dataclass (AdaMerging's two granularities share one),
 plus one group for the adaptation settings. ``LAYOUT`` fixes their order: the UI creates the
@@ -12,10 +12,10 @@ from typing import Any
 
 import gradio as gr
 
-from wemoe_core.adapt import AdaptParams
-from wemoe_core.params import Spec, specs
-from wemoe_core.registry import METHODS, get_method
-from wemoe_core.workbench import recipe_for
+from wemoe_core.merging.registry import METHODS, get_method
+from wemoe_core.model.params import Spec, specs
+from wemoe_core.running.adapt import AdaptParams
+from wemoe_core.running.workbench import recipe_for
 
 ADAPT = "adapt"
 

@@ -14,11 +14,11 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from wemoe_core.analysis import example_images, explain_image, model_view
-from wemoe_core.images import load_image
+from wemoe_core.merging.registry import get_method
 from wemoe_core.pools import load_pool
-from wemoe_core.registry import get_method
-from wemoe_core.workbench import build_model
+from wemoe_core.running.analysis import example_images, explain_image, model_view
+from wemoe_core.running.workbench import build_model
+from wemoe_core.sources.images import load_image
 
 from . import figures, views
 from .callbacks import titles, usable_pool, warn

@@ -1,4 +1,4 @@
-"""Figures of the Learn tab, from the analysis DataFrames of ``wemoe_core.analysis``."""
+"""Figures of the Learn tab, from the analysis DataFrames of ``wemoe_core.running.analysis``."""
 from __future__ import annotations
 
 from typing import Mapping

@@ -206,7 +206,7 @@ class JobManager:
 
 def _failure_text(e: Exception) -> str:
     """What the page says about a job that failed outright (nothing to keep)."""
-    from wemoe_core.adapt import is_out_of_memory
+    from wemoe_core.running.adapt import is_out_of_memory
 
     if is_out_of_memory(e):
         from .runs import free_memory

@@ -16,7 +16,7 @@ from typing import Iterator
 import gradio as gr
 import pandas as pd
 
-from wemoe_core import analysis as an
+from wemoe_core.running import analysis as an
 
 from . import figures, figures_learn
 from .callbacks import titles, usable_pool

@@ -7,9 +7,9 @@ import logging
 import time
 from typing import Callable
 
-from wemoe_core.adapt import AdaptationError, AdaptParams, is_out_of_memory
-from wemoe_core.registry import get_method
-from wemoe_core.workbench import adapt_run, build_model, evaluate_run, recipe_for, routing_table
+from wemoe_core.merging.registry import get_method
+from wemoe_core.running.adapt import AdaptationError, AdaptParams, is_out_of_memory
+from wemoe_core.running.workbench import adapt_run, build_model, evaluate_run, recipe_for, routing_table
 
 from .config import device, limits
 from .jobs import RUNNING, Job

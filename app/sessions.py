@@ -50,7 +50,7 @@ class ModelEntry:
     pool: str
     tasks: list[str]
     variant: str                         # "paper", "tiny8 recipe" or "custom"
-    run: Any                             # wemoe_core.workbench.Run
+    run: Any                             # wemoe_core.running.workbench.Run
     seconds: float                       # build + adaptation wall time
     steps_done: int = 0
     stopped: bool = False

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from wemoe_core.merging.registry import METHODS
 from wemoe_core.pools import load_pool
-from wemoe_core.registry import METHODS
 
 from . import api, callbacks, controls, explore, learn, views
 from .config import default_pool, device_label, limits, set_threads, warm_up

@@ -157,7 +157,7 @@ def _growth_summary(out: dict) -> dict:
 def kernels(plan: Plan) -> dict:
     """One MLP (c_fc, GELU, c_proj) of the benchmark width, per-sample routed, forward: time of
     the two exact implementations per sequence length -> the crossover that ``choose_impl`` uses."""
-    from wemoe_core.ensemble import DenseExperts, EnsembleLinear
+    from wemoe_core.merging.experts import DenseExperts, EnsembleLinear
 
     setup = setup_of(plan)
     bench_cfg = synthetic.vit_config(plan.arch)

@@ -32,8 +32,8 @@ def _write_pool(folder: Path, arch: str, tasks: int, seed: int = 0) -> Path:
     """Random pre-trained + fine-tuned checkpoints and a pool file in ``folder``."""
     from safetensors.torch import save_file
 
-    from wemoe_core import keys
-    from wemoe_core.models import VisionConfig, build_vision, state_of
+    from wemoe_core.model import keys
+    from wemoe_core.model.towers import VisionConfig, build_vision, state_of
 
     cfg = VisionConfig.from_open_clip(arch)
     torch.manual_seed(seed)

@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from wemoe_core.ensemble import release_workspace
+from wemoe_core.merging.experts import release_workspace
 
 from . import harness
 from .scenarios import Bench, setup_from

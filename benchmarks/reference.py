@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from wemoe_core.wemoe import WEMLP
+from wemoe_core.merging.wemoe import WEMLP
 
 
 def _merged(linear, wb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,7 @@ Three variants of every call:
   must for the routers, without weight gradients of the frozen matrices;
 - ``wemoe``: our WEMoE (8 experts unless said otherwise);
 - ``loop``: the same WEMoE run by the public implementation's per-sample loop (reference.py).
-An adaptation step is one ``wemoe_core.adapt`` step: one unlabeled batch per task (tasks =
+An adaptation step is one ``wemoe_core.running.adapt`` step: one unlabeled batch per task (tasks =
 experts), entropy loss through each task's head, backward, Adam.
 """
 from __future__ import annotations

@@ -11,9 +11,9 @@ from collections.abc import Callable
 import torch
 
 import wemoe_core as wc
-from wemoe_core.ensemble import DenseExperts, EnsembleLinear
-from wemoe_core.models import VisionConfig, build_vision, freeze
-from wemoe_core.wemoe import Router, Routing, WEMoE
+from wemoe_core.merging.experts import DenseExperts, EnsembleLinear
+from wemoe_core.merging.wemoe import Router, Routing, WEMoE
+from wemoe_core.model.towers import VisionConfig, build_vision, freeze
 
 NOISE = 0.01   # task vector entries ~ NOISE x the tensor's std
 

@@ -49,7 +49,7 @@ def latency(pool, images: int = 50, warmup: int = 5) -> dict:
     """Per-image prediction latency of an (unadapted) WEMoE through ``wc.explain``, as the app
     predicts: one image at a time, every head, routing included. Adaptation does not change it."""
     import wemoe_core as wc
-    from wemoe_core.workbench import build_model
+    from wemoe_core.running.workbench import build_model
 
     run = build_model(pool, pool.tasks, "wemoe")
     data = pool.dataset(pool.tasks[0], "test", limit=images + warmup)
@@ -69,7 +69,7 @@ def compression(pool, plan: Plan) -> dict:
     """WEMoE with dense experts vs each compressed variant, adapted and evaluated the same way,
     once per seed of the adaptation data's order (a seed moves dense WEMoE by ~2 points on
     Tiny-8 at 200 steps, so one seed cannot resolve a 1-point target); accuracies are means."""
-    from wemoe_core.suite import run_one
+    from wemoe_core.running.suite import run_one
 
     tasks, runs = pool.tasks, {}
     for hp in ({},) + tuple(plan.compress):

@@ -20,8 +20,8 @@ log = logging.getLogger("make_examples")
 def main() -> None:
     from PIL import Image
 
-    from wemoe_core.analysis import example_images
     from wemoe_core.pools import load_pool
+    from wemoe_core.running.analysis import example_images
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pool", default="tiny8")

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from wemoe_core.adapt import entropy
+from wemoe_core.merging.wemoe import upscale
 from wemoe_core.pools.registry import load_pool
-from wemoe_core.wemoe import upscale
+from wemoe_core.running.adapt import entropy
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from wemoe_core.models import Heads, VisionConfig, build_vision  # noqa: E402
+from wemoe_core.model.towers import Heads, VisionConfig, build_vision  # noqa: E402
 
 TINY = VisionConfig(image_size=16, patch_size=4, width=32, layers=3, heads=4, mlp_ratio=2.0, output_dim=16)
 

@@ -1,5 +1,5 @@
 """Command line: ``python -m wemoe_core <command>``; see ``--help``."""
-from wemoe_core.cli import main
+from .cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

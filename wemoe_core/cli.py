@@ -61,7 +61,7 @@ def _parse_sets(items: list[str]) -> dict:
 
 def _evaluate(args) -> int:
     from .pools import load_pool
-    from .suite import accuracy_frame, expand_methods, run_suite
+    from .running.suite import accuracy_frame, expand_methods, run_suite
 
     pool = load_pool(args.pool)
     avail = pool.availability()
@@ -77,7 +77,7 @@ def _evaluate(args) -> int:
               _share_text(result["routing_share"]))
     print(f"\nwall time: {result['wall_s']:.0f} s")
     if args.json:
-        from .io import atomic_write_text
+        from .sources.files import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
     return 0
@@ -90,11 +90,11 @@ def _share_text(share: dict) -> str:
 
 
 def _merge(args) -> int:
-    from .adapt import AdaptationError
-    from .io import save_merged, save_routers, save_wemoe
+    from .merging.wemoe import WEMoE
     from .pools import load_pool
-    from .wemoe import WEMoE
-    from .workbench import adapt_run, build_model, evaluate_run, recipe_for
+    from .running.adapt import AdaptationError
+    from .running.workbench import adapt_run, build_model, evaluate_run, recipe_for
+    from .sources.files import save_merged, save_routers, save_wemoe
 
     pool = load_pool(args.pool)
     tasks = args.tasks.split(",") if args.tasks else None
@@ -130,14 +130,14 @@ def _merge(args) -> int:
 
 
 def _export(args) -> int:
-    from .io import load_wemoe, save_routers
+    from .sources.files import load_wemoe, save_routers
 
     model, recipe = load_wemoe(args.model)
     if args.routers:
         save_routers(args.routers, model, recipe)
         print(f"wrote {args.routers}")
     if args.recipe:
-        from .io import atomic_write_text
+        from .sources.files import atomic_write_text
 
         atomic_write_text(args.recipe, json.dumps(json.loads(recipe.to_json()), indent=1) + "\n")
         print(f"wrote {args.recipe}")
@@ -149,7 +149,7 @@ def _demo(args) -> int:
     import torch
 
     import wemoe_core as wc
-    from wemoe_core.models import Heads, VisionConfig, build_vision
+    from .model.towers import Heads, VisionConfig, build_vision
 
     torch.manual_seed(0)
     cfg = VisionConfig(image_size=16, patch_size=4, width=32, layers=2, heads=4, output_dim=16)
@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    from .adapt import AdaptationError
+    from .running.adapt import AdaptationError
 
     try:
         return args.func(args)

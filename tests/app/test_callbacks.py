@@ -9,7 +9,7 @@ import pytest
 from app import callbacks, controls
 from app.jobs import DONE, JOBS, STOPPED, JobRefused
 from app.sessions import STORE
-from wemoe_core.registry import METHODS
+from wemoe_core.merging.registry import METHODS
 
 
 def values_for(pool, method: str, preset: str = "recipe", **changes) -> list:
@@ -44,7 +44,7 @@ def sid(pool):
 def test_controls_cover_every_declared_hyperparameter():
     from dataclasses import fields
 
-    from wemoe_core.adapt import AdaptParams
+    from wemoe_core.running.adapt import AdaptParams
 
     declared = {(controls.group_of(m), f.name) for m in METHODS for f in fields(METHODS[m].params)}
     declared |= {(controls.ADAPT, f.name) for f in fields(AdaptParams)}
@@ -144,7 +144,7 @@ def test_sessions_issue_new_ids_for_unknown_or_malformed_ones():
 
 
 def test_export_files(sid, pool, tmp_path):
-    from wemoe_core.io import load_merged
+    from wemoe_core.sources.files import load_merged
 
     assert callbacks.export(sid, None)[0] is None
     callbacks.start(sid, "tiny8", pool.tasks[:2], "ties", *values_for(pool, "ties"))

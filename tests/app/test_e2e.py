@@ -10,7 +10,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from wemoe_core.io import load_routers, load_wemoe
+from wemoe_core.sources.files import load_routers, load_wemoe
 
 
 @pytest.fixture(scope="module")

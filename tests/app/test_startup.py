@@ -35,7 +35,7 @@ def test_building_the_page_does_not_import_open_clip_and_warm_up_does():
 
 
 def test_a_tower_builds_in_a_fresh_process_without_open_clip_imported_first():
-    code = ("from wemoe_core.models import VisionConfig, build_vision\n"
+    code = ("from wemoe_core.model.towers import VisionConfig, build_vision\n"
             "m = build_vision(VisionConfig(image_size=32, patch_size=16, width=32, layers=1, heads=2, output_dim=8))\n"
             "print(type(m).__module__)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from wemoe_core import keys
-from wemoe_core.models import state_of
+from wemoe_core.model import keys
+from wemoe_core.model.towers import state_of
 
 ARCH = "WEMoE-Test-Tiny"
 # A 32-wide, 2-block ViT on 16-px images and a 1-block text tower: seconds on a CPU.

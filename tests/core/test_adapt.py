@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import wemoe_core as wc
-from wemoe_core.adapt import AdaptationError, entropy
-from wemoe_core.models import MultiTaskModel
+from wemoe_core.model.towers import MultiTaskModel
+from wemoe_core.running.adapt import AdaptationError, entropy
 
 TASKS = ["task0", "task1", "task2"]
 

@@ -1,4 +1,4 @@
-"""wemoe_core.analysis and wemoe_core.export on a tiny in-memory pool (random towers, 16 px)."""
+"""wemoe_core.running.analysis and wemoe_core.running.export on a tiny in-memory pool (random towers, 16 px)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,12 +7,12 @@ import torch
 from PIL import Image
 
 from tests.conftest import TINY, make_pool
-from wemoe_core import analysis as an
-from wemoe_core.data import TensorImages
-from wemoe_core.export import export_run, kind, safe_stem
-from wemoe_core.io import load_merged, load_routers, load_wemoe
+from wemoe_core.model.data import TensorImages
 from wemoe_core.pools.base import Pool, PoolInfo, TaskInfo
-from wemoe_core.workbench import build_model, evaluate_run
+from wemoe_core.running import analysis as an
+from wemoe_core.running.export import export_run, kind, safe_stem
+from wemoe_core.running.workbench import build_model, evaluate_run
+from wemoe_core.sources.files import load_merged, load_routers, load_wemoe
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 
@@ -44,7 +44,7 @@ class FakePool(Pool):
         return lambda: {k: v.clone() for k, v in ft.state_dict().items()}
 
     def heads(self, tasks=None):
-        from wemoe_core.models import Heads
+        from wemoe_core.model.towers import Heads
         tasks = self.check_tasks(tasks)
         return Heads({t: self._heads.weight(t) for t in tasks}, logit_scale=self._heads.logit_scale)
 

@@ -13,10 +13,11 @@ import torch
 from safetensors.torch import save_file
 
 from tests.core.clip_fakes import register_arch
-from wemoe_core import keys, load_vision
-from wemoe_core.checkpoints import read_checkpoint
-from wemoe_core.models import VisionConfig, build_vision, state_of
-from wemoe_core.pickled import PICKLE_ENV, PickleRefused
+from wemoe_core import load_vision
+from wemoe_core.model import keys
+from wemoe_core.model.towers import VisionConfig, build_vision, state_of
+from wemoe_core.sources.checkpoints import read_checkpoint
+from wemoe_core.sources.pickled import PICKLE_ENV, PickleRefused
 
 torch.set_num_threads(1)
 
@@ -193,7 +194,7 @@ def test_local_paths_are_confined(models, tmp_path, tower):
 
 def test_hf_config_defaults_and_arch_names():
     """transformers writes only non-default fields: an empty config is CLIP ViT-B/32."""
-    from wemoe_core.checkpoints import arch_name, hf_config_to_vision, is_hub_id
+    from wemoe_core.sources.checkpoints import arch_name, hf_config_to_vision, is_hub_id
 
     cfg = hf_config_to_vision({"model_type": "clip_vision_model"})
     assert cfg == VisionConfig.from_open_clip("ViT-B-32", quick_gelu=True)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.core import clip_fakes as fk
-from wemoe_core.data import labeled_batches, unlabeled_stream
+from wemoe_core.model.data import labeled_batches, unlabeled_stream
 from wemoe_core.pools.clip_data import ParquetImages, class_indices, open_images, spread
 
 torch.set_num_threads(1)

@@ -14,11 +14,11 @@ import torch.nn.functional as F
 
 import wemoe_core as wc
 from tests.core import clip_fakes as fk
-from wemoe_core import hub
-from wemoe_core.data import labeled_batches
-from wemoe_core.heads import cached_heads, zero_shot_weights
-from wemoe_core.models import VisionConfig, state_of
+from wemoe_core.model.data import labeled_batches
+from wemoe_core.model.towers import VisionConfig, state_of
 from wemoe_core.pools.clip import ClipPool
+from wemoe_core.sources import hub
+from wemoe_core.sources.zeroshot import cached_heads, zero_shot_weights
 
 torch.set_num_threads(1)
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "pools"

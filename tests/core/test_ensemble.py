@@ -6,9 +6,8 @@ import pytest
 import torch
 
 import wemoe_core as wc
-from wemoe_core import ensemble
-from wemoe_core.ensemble import (DenseExperts, EnsembleLinear, LowRankExperts, SparseExperts, _PerSampleLinear,
-                                 _PerSampleOutputs)
+from wemoe_core.merging import experts as ensemble
+from wemoe_core.merging.experts import DenseExperts, EnsembleLinear, LowRankExperts, SparseExperts, _PerSampleLinear, _PerSampleOutputs
 
 
 def _problem(B=5, N=4, i=6, o=7, T=3, dtype=torch.float64, seed=0):
@@ -114,7 +113,7 @@ def test_sparse_experts_keep_the_largest_entries_and_cost_two_times_density():
 
 
 def test_sparse_at_full_density_equals_dense_and_round_trips(pool, images, tmp_path):
-    from wemoe_core import io
+    from wemoe_core.sources import files as io
     from tests.conftest import TINY
 
     pre, fts, _ = pool

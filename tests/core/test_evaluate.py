@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import wemoe_core as wc
-from wemoe_core.evaluate import routing_counts
-from wemoe_core.models import MultiTaskModel
+from wemoe_core.model.towers import MultiTaskModel
+from wemoe_core.running.evaluate import routing_counts
 
 TASKS = ["task0", "task1", "task2"]
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import wemoe_core as wc
-from wemoe_core import io
-from wemoe_core.models import state_of
+from wemoe_core.model.towers import state_of
+from wemoe_core.sources import files as io
 from tests.conftest import TINY, make_pool
 
 TASKS = ["task0", "task1", "task2"]
@@ -92,7 +92,7 @@ def test_a_killed_writer_leaves_no_file_under_the_final_name(tmp_path):
     target = tmp_path / "big.safetensors"
     code = textwrap.dedent(f"""
         import torch, sys
-        from wemoe_core.io import atomic_save
+        from wemoe_core.sources.files import atomic_save
         print("ready", flush=True)
         atomic_save({{"x": torch.zeros(64, 1024, 1024)}}, {str(target)!r}, {{}})
     """)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import wemoe_core as wc
-from wemoe_core import merging
-from wemoe_core.models import state_of
+from wemoe_core.merging import static as merging
+from wemoe_core.model.towers import state_of
 from tests.conftest import TINY, make_pool
 
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from wemoe_core.adapt import AdaptParams
-from wemoe_core.models import build_vision
-from wemoe_core.params import validate
+from wemoe_core.merging.registry import get_method
+from wemoe_core.model.params import validate
+from wemoe_core.model.towers import build_vision
 from wemoe_core.pools.tiny8.build import is_finetuned_param
 from wemoe_core.pools.tiny8.pool import Tiny8Pool
-from wemoe_core.registry import get_method
+from wemoe_core.running.adapt import AdaptParams
 
 ZOO = Path(__file__).resolve().parents[2] / "assets" / "tiny8"
 pytestmark = pytest.mark.skipif(not (ZOO / "manifest.json").is_file(), reason="no shipped zoo in assets/tiny8")

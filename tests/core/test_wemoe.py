@@ -5,11 +5,11 @@ import pytest
 import torch
 
 import wemoe_core as wc
-from wemoe_core import keys
-from wemoe_core.adamerging import AdaMerging, AdaMergingParams
-from wemoe_core.ensemble import EnsembleLinear, _PerSampleLinear
-from wemoe_core.models import copy_frozen, state_of
-from wemoe_core.wemoe import Router
+from wemoe_core.merging.adamerging import AdaMerging, AdaMergingParams
+from wemoe_core.merging.experts import EnsembleLinear, _PerSampleLinear
+from wemoe_core.merging.wemoe import Router
+from wemoe_core.model import keys
+from wemoe_core.model.towers import copy_frozen, state_of
 
 TASKS = ["task0", "task1", "task2"]
 

@@ -18,8 +18,8 @@ from PIL import Image
 import wemoe_core as wc
 from tests.conftest import make_pool
 from wemoe_core import cli
-from wemoe_core.io import load_merged
-from wemoe_core.models import Heads, MultiTaskModel, state_of
+from wemoe_core.model.towers import Heads, MultiTaskModel, state_of
+from wemoe_core.sources.files import load_merged
 
 pytestmark = pytest.mark.timeout(300)
 NAN = float("nan")

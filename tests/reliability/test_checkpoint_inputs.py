@@ -17,8 +17,9 @@ from safetensors.torch import save_file
 
 import wemoe_core as wc
 from tests.conftest import TINY, make_pool
-from wemoe_core import hub, io, keys
-from wemoe_core.models import state_of
+from wemoe_core.model import keys
+from wemoe_core.model.towers import state_of
+from wemoe_core.sources import hub, files as io
 
 pytestmark = pytest.mark.timeout(120)     # a hang is a failure, not a 10-minute wait
 FUZZ = settings(max_examples=60, deadline=5000, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

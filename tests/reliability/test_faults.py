@@ -26,7 +26,7 @@ from app.sessions import STORE
 from tests.app.test_callbacks import values_for
 
 pytestmark = pytest.mark.timeout(300)
-core_adapt = importlib.import_module("wemoe_core.adapt")   # (wemoe_core.adapt is also a function's name)
+core_adapt = importlib.import_module("wemoe_core.running.adapt")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -179,7 +179,7 @@ def test_a_killed_exporter_leaves_only_whole_files(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    from wemoe_core import io
+    from wemoe_core.sources import files as io
 
     model, recipe = io.load_wemoe(tmp_path / "model.safetensors")
     assert recipe.tasks == ["a", "b", "c"]
@@ -191,7 +191,7 @@ def test_a_killed_exporter_leaves_only_whole_files(tmp_path):
 
 
 def test_export_failing_midway_leaves_no_file(tmp_path, monkeypatch):
-    from wemoe_core import io
+    from wemoe_core.sources import files as io
 
     def broken(tensors, filename, metadata=None):
         with open(filename, "wb") as f:
@@ -290,7 +290,7 @@ def test_a_broken_checkpoint_in_the_pool_fails_the_job_with_its_name(pool, monke
 
 def test_the_cli_saves_the_last_good_state_of_a_failed_adaptation(tiny8_dir, tmp_path, capsys, monkeypatch):
     from wemoe_core import cli
-    from wemoe_core.io import load_wemoe
+    from wemoe_core.sources.files import load_wemoe
 
     nan_at(3, monkeypatch)
     out = tmp_path / "w.safetensors"

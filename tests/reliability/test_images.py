@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from wemoe_core.images import ImageError, load_image
+from wemoe_core.sources.images import ImageError, load_image
 
 from .conftest import png_bomb, png_bytes, png_declaring, write
 

@@ -11,8 +11,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..keys import StateDict
-from ..models import Heads, VisionConfig
+from ..model.keys import StateDict
+from ..model.towers import Heads, VisionConfig
 
 
 @dataclass(frozen=True)

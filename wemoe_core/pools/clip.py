@@ -25,10 +25,10 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import Dataset
 
-from .. import checkpoints, clip_model, hub, paths
-from ..heads import CLIP_LOGIT_SCALE, cached_heads
-from ..keys import StateDict
-from ..models import Heads, VisionConfig, freeze
+from ..model.keys import StateDict
+from ..model.towers import Heads, VisionConfig, freeze
+from ..sources import checkpoints, clip as clip_model, hub, paths
+from ..sources.zeroshot import CLIP_LOGIT_SCALE, cached_heads
 from . import clip_data
 from .base import Availability, Pool, PoolInfo, TaskInfo
 

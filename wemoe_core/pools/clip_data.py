@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, Subset
 
-from .. import hub, paths
+from ..sources import hub, paths
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ... import __version__
-from ...models import VisionConfig, build_vision
+from ..._version import __version__
+from ...model.towers import VisionConfig, build_vision
 from .pool import MEAN, STD
 
 log = logging.getLogger(__name__)

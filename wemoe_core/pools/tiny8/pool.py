@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from ...data import TensorImages
-from ...models import Heads, VisionConfig, build_vision, freeze
+from ...model.data import TensorImages
+from ...model.towers import Heads, VisionConfig, build_vision, freeze
 from ..base import Availability, Pool, PoolInfo, TaskInfo
 
 MEAN = (0.5, 0.5, 0.5)

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from .pools.base import Pool
+from ..pools.base import Pool
 from .workbench import VARIANTS, Run, adapt_run, build_model, evaluate_run, routing_table
 
 log = logging.getLogger(__name__)

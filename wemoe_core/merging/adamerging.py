@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from . import keys
-from .models import check_pair, freeze, materialise, state_of
-from .params import hp
+from ..model import keys
+from ..model.params import hp
+from ..model.towers import check_pair, freeze, materialise, state_of
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from typing import Iterator
 
 import torch
 
-from .io import atomic_write_text, save_merged, save_routers, save_wemoe
-from .pools.base import Pool
-from .wemoe import WEMoE
+from ..merging.wemoe import WEMoE
+from ..pools.base import Pool
+from ..sources.files import atomic_write_text, save_merged, save_routers, save_wemoe
 from .workbench import Run
 
 

@@ -11,11 +11,11 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from . import keys
+from ..model import keys
+from ..model.towers import materialise, state_of
+from ..pools.base import Pool
 from .adapt import entropy
 from .evaluate import Explanation, explain
-from .models import materialise, state_of
-from .pools.base import Pool
 from .workbench import Run, build_model, evaluate_run, evaluation_data
 
 MB = 4 / 2**20          # megabytes per fp32 parameter

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import keys
-from .ensemble import DenseExperts, EnsembleLinear, LowRankExperts, SparseExperts
-from .models import check_pair, freeze, materialise, state_of
-from .params import hp
+from ..model import keys
+from ..model.params import hp
+from ..model.towers import check_pair, freeze, materialise, state_of
+from .experts import DenseExperts, EnsembleLinear, LowRankExperts, SparseExperts
 
 ROUTER_STD = 0.01  # paper: router weights ~ Normal(0, 0.01)
 
@@ -204,7 +204,7 @@ def upscale(pretrained: nn.Module, finetuned: Sequence, *, init_lambda: float = 
 
     Only router parameters have ``requires_grad=True``; their names contain ``router``.
     """
-    from .params import validate
+    from ..model.params import validate
 
     if params is None:
         params = validate(WEMoEParams, init_lambda=init_lambda, router_depth=router_depth, **overrides)
@@ -292,7 +292,7 @@ def _we_attention(attn: nn.MultiheadAttention, pre, deltas, i: int, params, gen)
 
 def skeleton(cfg, params: WEMoEParams, task_names: Sequence[str], state: keys.StateDict) -> WEMoE:
     """An uninitialised WEMoE with the layout of the saved ``state`` (for loading from disk)."""
-    from .models import build_vision
+    from ..model.towers import build_vision
 
     vision = freeze(build_vision(cfg))
     T = len(task_names)

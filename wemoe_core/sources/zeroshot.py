@@ -2,7 +2,7 @@
 
 CLIP's recipe: for each class, encode every template filled with the class name with the
 pre-trained text tower, L2-normalise, average over templates, L2-normalise again. Logits are
-``100 * normalise(image features) @ heads.T`` (see :class:`wemoe_core.models.Heads`).
+``100 * normalise(image features) @ heads.T`` (see :class:`wemoe_core.model.towers.Heads`).
 Heads are cached as safetensors under ``$WEMOE_CACHE_DIR/heads/<model>/<task>-<digest>``,
 keyed by the model and by a digest of the class names and templates.
 """
@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from ..model.towers import Heads
 from . import paths
-from .io import atomic_save, read_metadata
-from .models import Heads
+from .files import atomic_save, read_metadata
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from typing import Literal, Sequence
 
 import torch
 
-from .keys import StateDict, is_float
-from .models import check_pair
+from ..model.keys import StateDict, is_float
+from ..model.towers import check_pair
 
 
 def task_vectors(pretrained: StateDict, finetuned: Sequence[StateDict]) -> list[StateDict]:

@@ -22,8 +22,8 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 import torch
 
-from .models import MultiTaskModel
-from .params import hp, validate
+from ..model.params import hp, validate
+from ..model.towers import MultiTaskModel
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def adapt(model: MultiTaskModel, data: Mapping[str, Iterator[torch.Tensor]], par
             _update(opt, loss, trainable, params, step)
         except StopIteration:
             raise ValueError(f"step {step + 1}: the adaptation data ran out; pass endless iterators "
-                             "(wemoe_core.data.unlabeled_stream)") from None
+                             "(wemoe_core.model.data.unlabeled_stream)") from None
         except (Exception, MemoryError) as e:  # noqa: BLE001 - every failure keeps the last good state
             opt.zero_grad(set_to_none=True)
             raise _step_failed(e, step + 1, result) from e

@@ -6,12 +6,12 @@ Formats:
 - a local Hugging Face-format folder (``config.json`` + ``model.safetensors``, sharded or
   ``pytorch_model.bin``);
 - a local safetensors file with open_clip names (a bare ``VisionTransformer``, a whole ``CLIP``,
-  or a file written by :mod:`wemoe_core.io`) or Hugging Face names;
+  or a file written by :mod:`wemoe_core.sources.files`) or Hugging Face names;
 - a local ``torch.save`` state dict (loaded with ``weights_only=True``), and task_vectors'
-  pickled ``ImageEncoder`` files only on explicit opt-in (see :mod:`wemoe_core.pickled`).
+  pickled ``ImageEncoder`` files only on explicit opt-in (see :mod:`wemoe_core.sources.pickled`).
 
-Hugging Face names are mapped by :func:`wemoe_core.keys.hf_to_open_clip`; transformers is never
-imported. Local paths are confined to :func:`wemoe_core.paths.model_root`.
+Hugging Face names are mapped by :func:`wemoe_core.model.keys.hf_to_open_clip`; transformers is never
+imported. Local paths are confined to :func:`wemoe_core.sources.paths.model_root`.
 """
 from __future__ import annotations
 
@@ -28,11 +28,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open
 
-from . import hub, keys, paths
-from .clip_model import OPEN_CLIP_WEIGHTS, weights_file
-from .io import clear_errors as _clear_errors
-from .keys import StateDict
-from .models import VisionConfig, build_vision, check_pair, infer_config
+from ..model import keys
+from ..model.keys import StateDict
+from ..model.towers import VisionConfig, build_vision, check_pair, infer_config
+from . import hub, paths
+from .clip import OPEN_CLIP_WEIGHTS, weights_file
+from .files import clear_errors as _clear_errors
 from .pickled import load_torch
 
 if TYPE_CHECKING:  # importing open_clip takes seconds: only where a tower is built
@@ -196,7 +197,7 @@ def read_hub(repo: str) -> Checkpoint:
 
 def locate(source: str | Path, root: str | Path | None = None) -> tuple[str, Path | str]:
     """``("local", path)`` for an existing path under ``root`` (default
-    :func:`wemoe_core.paths.model_root`), else ``("hub", id)`` for a Hub id; a local path that
+    :func:`wemoe_core.sources.paths.model_root`), else ``("hub", id)`` for a Hub id; a local path that
     is missing or outside the root raises (FileNotFoundError / ValueError) with what to do."""
     source_s = str(source)
     try:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .models import MultiTaskModel
+from ..model.towers import MultiTaskModel
 
 Labeled = Iterable[tuple[torch.Tensor, torch.Tensor]]
 

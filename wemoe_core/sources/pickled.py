@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .keys import StateDict
+from ..model.keys import StateDict
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from . import __version__
-from .models import VisionConfig, build_vision, state_of
-from .params import validate
-from .wemoe import WEMoE, WEMoEParams, skeleton
+from .._version import __version__
+from ..merging.wemoe import WEMoE, WEMoEParams, skeleton
+from ..model.params import validate
+from ..model.towers import VisionConfig, build_vision, state_of
 
 FORMAT_KEY = "format"
 

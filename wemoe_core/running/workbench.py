@@ -10,15 +10,15 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..merging.registry import METHODS, build, get_method
+from ..merging.wemoe import WEMoE
+from ..model.data import labeled_batches, unlabeled_stream
+from ..model.params import validate
+from ..model.towers import MultiTaskModel
+from ..pools.base import Pool
+from ..sources.files import Recipe
 from .adapt import AdaptationError, AdaptParams, AdaptResult, StepInfo, adapt
-from .data import labeled_batches, unlabeled_stream
 from .evaluate import evaluate, routing_share
-from .io import Recipe
-from .models import MultiTaskModel
-from .params import validate
-from .pools.base import Pool
-from .registry import METHODS, build, get_method
-from .wemoe import WEMoE
 
 # The benchmark's method variants: name -> (registry method, hyperparameter overrides).
 VARIANTS: dict[str, tuple[str, dict]] = {

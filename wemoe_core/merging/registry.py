@@ -7,10 +7,10 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from . import merging
+from ..model.params import hp, validate
+from ..model.towers import LazyStates, PerTaskEncoder, copy_frozen, freeze, materialise, state_of
+from . import static
 from .adamerging import AdaMerging, AdaMergingParams
-from .models import LazyStates, PerTaskEncoder, copy_frozen, freeze, materialise, state_of
-from .params import hp, validate
 from .wemoe import WEMoEParams, upscale
 
 
@@ -87,13 +87,13 @@ _METHODS = [
     Method("individual", "Individual fine-tuned", "https://arxiv.org/abs/2212.04089",
            "Each task uses its own fine-tuned model: the ceiling, at T times the memory.", NoParams, _individual),
     Method("average", "Simple averaging", "https://arxiv.org/abs/2203.05482",
-           "Average the fine-tuned weights (model soups).", NoParams, _static(merging.average)),
+           "Average the fine-tuned weights (model soups).", NoParams, _static(static.average)),
     Method("task_arithmetic", "Task arithmetic", "https://arxiv.org/abs/2212.04089",
            "Add λ times the sum of the task vectors to the pre-trained weights.", TaskArithmeticParams,
-           _static(merging.task_arithmetic)),
+           _static(static.task_arithmetic)),
     Method("ties", "TIES-merging", "https://arxiv.org/abs/2306.01708",
            "Trim small task-vector entries, elect a sign per entry, average the agreeing ones.", TiesParams,
-           _static(merging.ties)),
+           _static(static.ties)),
     Method("adamerging_task", "AdaMerging (task-wise)", "https://arxiv.org/abs/2310.02575",
            "Task arithmetic with one coefficient per task, learned by entropy minimisation on unlabeled test images.",
            AdaMergingParams, _adamerging("task"), adaptive=True),
@@ -104,7 +104,7 @@ _METHODS = [
            WEMoEParams, _wemoe, adaptive=True),
 ]
 METHODS: dict[str, Method] = {m.name: m for m in _METHODS}
-STATIC_MERGES = {"average": merging.average, "task_arithmetic": merging.task_arithmetic, "ties": merging.ties}
+STATIC_MERGES = {"average": static.average, "task_arithmetic": static.task_arithmetic, "ties": static.ties}
 
 
 def get_method(name: str) -> Method:
@@ -121,3 +121,14 @@ def build(method: str, pretrained: nn.Module, finetuned: Sequence, task_names: S
         raise ValueError("select at least one task to merge")
     m = get_method(method)
     return m.build(freeze(pretrained), finetuned, m.hparams(**hparams), list(task_names))
+
+
+def merge(method: str, pretrained: dict, finetuned: list[dict], **hparams) -> dict:
+    """Merge state dicts of the vision tower with a static method (``average``,
+    ``task_arithmetic``, ``ties``). Hyperparameters: ``scale`` (λ, multiplies the merged task
+    vector) and, for TIES, ``density`` (fraction of entries kept, in (0, 1]) and ``topk``."""
+    if method not in STATIC_MERGES:
+        hint = " (it learns: use build() and adapt())" if method in METHODS else ""
+        raise ValueError(f"merge() supports {', '.join(STATIC_MERGES)}; got {method!r}{hint}")
+    params = METHODS[method].hparams(**hparams)
+    return STATIC_MERGES[method](pretrained, finetuned, **vars(params))
