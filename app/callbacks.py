@@ -3,6 +3,7 @@
 Explore lives in ``explore.py``, Learn in ``learn.py``."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import shutil
@@ -15,12 +16,12 @@ import pandas as pd
 
 from wemoe_core.merging.registry import get_method
 from wemoe_core.model.params import validate
-from wemoe_core.pools import list_pools, load_pool
+from wemoe_core.pools import Availability, list_pools, load_pool
 from wemoe_core.running.adapt import AdaptParams
 from wemoe_core.running.export import export_run
 from wemoe_core.sources.files import atomic_write_text
 
-from . import controls, figures, views
+from . import confine, controls, figures, views
 from .config import device, limits
 from .jobs import FINISHED, JOBS, JobRefused
 from .runs import make_work
@@ -41,8 +42,10 @@ def titles(pool) -> dict[str, str]:
 
 
 def usable_pool(name: str | None):
-    """The pool, or a ValueError that says why it cannot be used here and what to do."""
+    """The pool, or a ValueError that says why it cannot be used here and what to do. A pool
+    naming files outside the server's folders is refused (see ``confine``)."""
     pool = load_pool(name or "tiny8")
+    confine.check_pool(pool)
     avail = pool.availability()
     if not avail.ok:
         raise ValueError(f"pool {pool.info.title!r} is unavailable: {avail.reason}")
@@ -64,11 +67,25 @@ def pools_status() -> tuple[dict, str]:
         return gr.update(), f"⚠️ Could not list the pools: {e}"
     lines, choices = [], []
     for e in entries:
+        e = _confined(e)
         ok = e.availability.ok
         choices.append((e.title if ok else f"{e.title} (unavailable)", e.name))
         lines.append(f"- **{e.title}** (`{e.name}`): " + ("available" + (f"; {e.availability.reason}" if e.availability.reason else "")
                                                          if ok else f"unavailable: {e.availability.reason}"))
     return gr.update(choices=choices), "\n".join(lines)
+
+
+def _confined(entry):
+    """A pool entry as visitors see it: unavailable when it names files outside the server's folders."""
+    try:
+        pool = load_pool(entry.name)
+    except (ValueError, OSError):
+        return entry                     # an invalid pool file: listed with its own reason
+    try:
+        confine.check_pool(pool)
+    except ValueError as e:
+        return dataclasses.replace(entry, availability=Availability(False, str(e)))
+    return entry
 
 
 def task_table(pool) -> pd.DataFrame:

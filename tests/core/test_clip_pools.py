@@ -155,8 +155,9 @@ def test_local_folder_checkpoints_in_a_pool(env, arch):
     spec = {**pool.spec, "tasks": [{**pool.spec["tasks"][0], "finetuned": str(snap)}]}
     local = ClipPool(spec, "local")
     torch.testing.assert_close(local.finetuned_source("a")()["conv1.weight"], tuned["a"]["conv1.weight"])
+    assert ("model", str(snap)) in local.local_files()
     spec["tasks"][0]["finetuned"] = "../outside"
-    assert "outside the allowed folder" in ClipPool(spec, "bad").availability().reason
+    assert "no checkpoint" in ClipPool(spec, "bad").availability().reason
 
 
 @pytest.mark.network

@@ -1,6 +1,6 @@
 """Security: no unpickling without the operator's opt-in (and no payload runs even with it),
-``weights_only=True`` on every ``torch.load``, local paths confined to their folders, the
-server reads no file a visitor names, uploads and exports live in temporary folders that are
+``weights_only=True`` on every ``torch.load``, local paths confined to their folders at the
+server's door (the library takes the paths its caller gives), the server reads no file a visitor names, uploads and exports live in temporary folders that are
 removed, and a Hugging Face token never reaches a log or a message."""
 from __future__ import annotations
 
@@ -100,23 +100,69 @@ def test_a_malicious_pickle_never_runs(tmp_path, monkeypatch):
         assert not marker.exists()
 
 
-def test_local_paths_stay_in_their_folders(tmp_path, monkeypatch):
-    models, data, outside = tmp_path / "models", tmp_path / "data", tmp_path / "secret"
-    for d in (models, data, outside):
+def _pool_file(folder: Path, name: str, model: str = "owner/ft", data="x/data") -> str:
+    spec = {"arch": "ViT-B-32", "pretrained": "openai", "title": name,
+            "tasks": [{"name": "a", "finetuned": model, "classnames": ["x"], "templates": ["{c}"],
+                       "dataset": data if data != "x/data" else {"repo": data}}]}
+    (folder / f"{name}.json").write_text(json.dumps(spec))
+    return name
+
+
+def test_local_paths_stay_in_their_folders_at_the_servers_door(tmp_path, monkeypatch):
+    """A visitor names pools, and a pool names local files: the server uses a pool only when
+    they lie inside $WEMOE_MODEL_DIR / $WEMOE_DATA_DIR (`../`, absolute paths elsewhere, symlinks
+    leading out are refused, on the page, in the pool list and through /merge), and says so
+    without naming the server's folders."""
+    from app import callbacks
+
+    models, data, outside, pools = (tmp_path / d for d in ("models", "data", "secret", "pools"))
+    for d in (models, data, outside, pools):
         d.mkdir()
     (outside / "model.safetensors").write_bytes(b"x")
     (models / "escape").symlink_to(outside)
     (data / "escape").symlink_to(outside)
+    for var, d in (("WEMOE_MODEL_DIR", models), ("WEMOE_DATA_DIR", data), ("WEMOE_POOL_DIR", pools)):
+        monkeypatch.setenv(var, str(d))
+    bad_paths = ("../secret", "../secret/model.safetensors", str(outside), "escape/model.safetensors",
+                 "a/../../secret", "/etc/passwd")
+    for i, bad in enumerate(bad_paths):
+        for kind, name in (("model", _pool_file(pools, f"door-m{i}", model=bad)),
+                           ("data", _pool_file(pools, f"door-d{i}", data=bad))):
+            with pytest.raises(ValueError, match=rf"outside the server's {kind} folder \(\$WEMOE_{kind.upper()}_DIR\)") as e:
+                callbacks.usable_pool(name)
+            assert str(tmp_path) not in str(e.value) and bad not in str(e.value)
+    callbacks._pools_cached.cache_clear()
+    listed = callbacks.pools_status()[1]
+    assert listed.count("cannot be used on this server") == 2 * len(bad_paths) and str(tmp_path) not in listed
+    (models / "mine").mkdir()
+    (data / "imgs").mkdir()
+    from app import confine
+    from wemoe_core.pools import load_pool
+
+    confine.check_pool(load_pool(_pool_file(pools, "door-ok", model="mine", data="imgs")))   # inside: fine
+    confine.check_pool(load_pool(_pool_file(pools, "door-hub", model="owner/ft")))         # a Hub id: fine
+
+
+def test_the_library_takes_the_paths_it_is_given(tmp_path, monkeypatch):
+    """Confinement is the server's: a Python caller (or the CLI) may load a checkpoint from an
+    absolute path outside $WEMOE_MODEL_DIR, or `../` relative to it."""
+    from safetensors.torch import save_file
+
+    from wemoe_core.model.towers import VisionConfig, build_vision, state_of
+
+    models, outside = tmp_path / "models", tmp_path / "elsewhere"
+    models.mkdir()
+    outside.mkdir()
     monkeypatch.setenv("WEMOE_MODEL_DIR", str(models))
-    monkeypatch.setenv("WEMOE_DATA_DIR", str(data))
-    for bad in ("../secret", "../secret/model.safetensors", str(outside), "escape/model.safetensors",
-                "a/../../secret", "/etc/passwd"):
-        with pytest.raises(ValueError, match=r"outside the allowed folder .*WEMOE_MODEL_DIR"):
-            paths.local_model_path(bad)
-        with pytest.raises(ValueError, match=r"outside the allowed folder .*WEMOE_DATA_DIR"):
-            paths.local_data_path(bad)
-        with pytest.raises((ValueError, FileNotFoundError)):
-            wc.load_vision(bad)
+    # 64-wide heads and QuickGELU: what load_vision assumes of a bare file
+    tower = build_vision(VisionConfig(image_size=16, patch_size=8, width=32, layers=1, heads=1, output_dim=8,
+                                      quick_gelu=True)).eval()
+    save_file(state_of(tower), str(outside / "tower.safetensors"))
+    x = torch.randn(2, 3, 16, 16)
+    for given in (str(outside / "tower.safetensors"), "../elsewhere/tower.safetensors"):
+        with torch.no_grad():
+            torch.testing.assert_close(wc.load_vision(given)(x), tower(x), atol=0, rtol=0)
+    assert paths.local_model_path(str(outside)) == outside
 
 
 @pytest.mark.parametrize("target", ["/etc/hostname", "app/config.py", "{root}/app/config.py", "{root}/../../etc/passwd"])

@@ -78,6 +78,12 @@ class Pool(abc.ABC):
     def availability(self) -> Availability:
         return Availability(True)
 
+    def local_files(self) -> list[tuple[str, str]]:
+        """The local files and folders this pool's definition names, as (``"model"`` or
+        ``"data"``, the path as written): what a server confines to its own folders before a
+        visitor may use the pool. Names that are Hub ids may appear too (the reader decides)."""
+        return []
+
     @abc.abstractmethod
     def pretrained(self) -> nn.Module:
         """The pre-trained open_clip VisionTransformer, frozen, in eval mode."""

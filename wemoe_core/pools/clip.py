@@ -142,6 +142,22 @@ class ClipPool(Pool):
                 paths.local_data_path(ds)
         return files, data
 
+    def local_files(self) -> list[tuple[str, str]]:
+        """Every model and data source of the pool file that may be a local path (Hub ids and
+        open_clip tags included: whether they name a local file is decided when reading)."""
+        out = []
+        pre = self.spec.get("pretrained")
+        if pre and not self.spec.get("pretrained_vision") and not pre.startswith(clip_model.HF_PREFIX):
+            out.append(("model", pre))
+        for key in ("pretrained_vision", "heads"):
+            if self.spec.get(key):
+                out.append(("model", self.spec[key]))
+        for t in self._tasks.values():
+            out.append(("model", t.finetuned))
+            if isinstance(t.dataset, str) and not t.dataset.startswith(clip_data.HUB_PREFIX):
+                out.append(("data", t.dataset))
+        return out
+
     def availability(self) -> Availability:
         """Whether the pool can be used here, fast (a 2-second Hub probe at most), and why not."""
         try:
@@ -235,7 +251,7 @@ class ClipPool(Pool):
     def images(self, source, task: str | None = None, *, limit: int | None = None,
                root: str | Path | None = None) -> Dataset:
         """Any other source of images for adaptation or evaluation: a Hub split
-        (``"hf-hub:owner/name"`` or a dict), a folder or a zip under ``root`` (default
-        ``$WEMOE_DATA_DIR``); class subfolders are matched to ``task``'s class names."""
+        (``"hf-hub:owner/name"`` or a dict), a folder or a zip (relative paths from ``root``,
+        default ``$WEMOE_DATA_DIR``); class subfolders are matched to ``task``'s class names."""
         classnames = self._task_spec(task).classnames if task else None
         return clip_data.open_images(source, self.preprocess, classnames=classnames, limit=limit, root=root)

@@ -252,8 +252,8 @@ def _common_folder(names: Sequence[str]) -> str:
 def open_images(source, transform: Transform, *, classnames: Sequence[str] | None = None, split: str = "test",
                 limit: int | None = None, root: str | Path | None = None, shuffle: bool = False, seed: int = 0) -> Dataset:
     """A dataset of (image, label) from a :class:`HubSplit` (or its dict, or ``"hf-hub:owner/name"``),
-    a local folder, a zip, or a parquet file under ``root`` (default ``$WEMOE_DATA_DIR`` or
-    ``./data``). ``limit`` keeps evenly spaced items; ``shuffle`` only affects Hub/parquet streams."""
+    a local folder, a zip, or a parquet file (relative paths from ``root``, default
+    ``$WEMOE_DATA_DIR`` or ``./data``). ``limit`` keeps evenly spaced items; ``shuffle`` only affects Hub/parquet streams."""
     if isinstance(source, str) and source.startswith(HUB_PREFIX):
         source = HubSplit(source[len(HUB_PREFIX):], split=split)
     if isinstance(source, Mapping):

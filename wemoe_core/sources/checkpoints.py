@@ -11,7 +11,8 @@ Formats:
   pickled ``ImageEncoder`` files only on explicit opt-in (see :mod:`wemoe_core.sources.pickled`).
 
 Hugging Face names are mapped by :func:`wemoe_core.model.keys.hf_to_open_clip`; transformers is never
-imported. Local paths are confined to :func:`wemoe_core.sources.paths.model_root`.
+imported. Local paths are read as given (relative ones from :func:`wemoe_core.sources.paths.model_root`);
+a server confines its visitors' paths at its own door.
 """
 from __future__ import annotations
 
@@ -177,7 +178,7 @@ def sane_config(cfg: VisionConfig, label: str) -> VisionConfig:
 
 
 def read_local(path: Path, *, allow_pickle: bool | None = None) -> Checkpoint:
-    """A checkpoint from a confined local file or folder (see the module docstring)."""
+    """A checkpoint from a local file or folder (see the module docstring)."""
     with _clear_errors(Path(path).name):
         config = None
         if path.is_dir():
@@ -196,13 +197,13 @@ def read_hub(repo: str) -> Checkpoint:
 
 
 def locate(source: str | Path, root: str | Path | None = None) -> tuple[str, Path | str]:
-    """``("local", path)`` for an existing path under ``root`` (default
-    :func:`wemoe_core.sources.paths.model_root`), else ``("hub", id)`` for a Hub id; a local path that
-    is missing or outside the root raises (FileNotFoundError / ValueError) with what to do."""
+    """``("local", path)`` for an existing path (absolute, or relative to ``root``, default
+    :func:`wemoe_core.sources.paths.model_root`), else ``("hub", id)`` for a Hub id; a missing
+    local path raises a FileNotFoundError that says where it was looked up."""
     source_s = str(source)
     try:
         return "local", paths.local_model_path(source_s, root)
-    except (FileNotFoundError, ValueError):
+    except FileNotFoundError:
         if is_hub_id(source_s):
             return "hub", source_s
         raise
@@ -270,8 +271,8 @@ def load_vision(source: str | Path, *, arch: str | None = None, proj: torch.Tens
     ``arch`` (``"ViT-B-32"``...) fixes the architecture, with QuickGELU as OpenAI CLIP needs;
     otherwise it is read from ``config.json``, our own metadata, or the tensors (64-wide heads
     and QuickGELU assumed). Checkpoints without a visual projection take ``proj``, or the
-    pre-trained one of ``arch`` (see :func:`with_projection`). Local paths must lie under
-    ``root`` (default ``$WEMOE_MODEL_DIR`` or ``./models``). Pickled files need
+    pre-trained one of ``arch`` (see :func:`with_projection`). Local paths are read as given;
+    relative ones from ``root`` (default ``$WEMOE_MODEL_DIR`` or ``./models``). Pickled files need
     ``allow_pickle=True`` or ``WEMOE_ALLOW_PICKLE=1``. Mismatches raise a ValueError naming the
     offending tensor.
     """

@@ -4,7 +4,7 @@
 - an open_clip tag of the architecture, such as ``"openai"`` (resolved through open_clip's own
   table to its Hugging Face repository, e.g. ``timm/vit_base_patch32_clip_224.openai``);
 - ``"hf-hub:owner/name"``: a Hub repository with ``open_clip_model.safetensors``;
-- a local open_clip checkpoint of the whole CLIP model, confined to the model folder.
+- a local open_clip checkpoint of the whole CLIP model (relative paths: from the model folder).
 Downloads go through :mod:`wemoe_core.sources.hub` (cached; offline-safe).
 """
 from __future__ import annotations

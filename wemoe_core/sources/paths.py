@@ -1,13 +1,15 @@
-"""Where local files may come from, and where caches go.
+"""Where local files come from, and where caches go.
 
-Paths that a user types (a checkpoint folder, a folder of images) are confined to a root
-directory, so that ``../`` or an absolute path elsewhere on the machine is refused:
+The library takes the paths it is given: a Python caller or the command line may name any
+checkpoint or image folder on the machine. Relative paths are read relative to a root folder:
 
 - models: ``$WEMOE_MODEL_DIR``, default ``./models`` (relative to the working directory);
 - data:   ``$WEMOE_DATA_DIR``,  default ``./data``.
 
-Relative paths are read relative to the root; absolute paths must lie inside it (after symlinks
-are resolved). Caches (zero-shot heads) go to ``$WEMOE_CACHE_DIR``, default
+Confinement (refusing ``../``, absolute paths elsewhere and symlinks leading out) protects a
+server from its visitors, so it happens at that door (``app/confine.py``) with :func:`confine`;
+the library itself confines only what a file names on its own, such as the shards of a sharded
+checkpoint's index. Caches (zero-shot heads) go to ``$WEMOE_CACHE_DIR``, default
 ``~/.cache/wemoe_explorer``.
 """
 from __future__ import annotations
@@ -21,12 +23,12 @@ CACHE_DIR_ENV = "WEMOE_CACHE_DIR"
 
 
 def model_root() -> Path:
-    """The folder local checkpoints must live in."""
+    """The folder relative checkpoint paths are read from."""
     return Path(os.environ.get(MODEL_DIR_ENV) or Path.cwd() / "models").expanduser().resolve()
 
 
 def data_root() -> Path:
-    """The folder local image folders and zips must live in."""
+    """The folder relative image folders and zips are read from."""
     return Path(os.environ.get(DATA_DIR_ENV) or Path.cwd() / "data").expanduser().resolve()
 
 
@@ -35,12 +37,17 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "wemoe_explorer").expanduser()
 
 
+def resolve(path: str | os.PathLike, root: str | os.PathLike) -> Path:
+    """``path`` as given when absolute, else relative to ``root``; ``~`` expanded."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(root).expanduser() / p
+
+
 def confine(path: str | os.PathLike, root: str | os.PathLike, *, what: str = "file", env: str = MODEL_DIR_ENV) -> Path:
     """``path`` resolved inside ``root``; a ValueError if it points outside (``..``, an absolute
     path elsewhere, a symlink leading out). Existence is not checked here."""
     root = Path(root).expanduser().resolve()
-    p = Path(path).expanduser()
-    full = (p if p.is_absolute() else root / p).resolve()
+    full = resolve(path, root).resolve()
     if full != root and not full.is_relative_to(root):
         raise ValueError(f"the {what} {str(path)!r} lies outside the allowed folder {root}; "
                          f"move it there or point ${env} at the folder that holds it")
@@ -48,18 +55,22 @@ def confine(path: str | os.PathLike, root: str | os.PathLike, *, what: str = "fi
 
 
 def local_model_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
-    """A user-given checkpoint path, confined to :func:`model_root` (or ``root``), which must exist."""
-    full = confine(path, root or model_root(), what="model path", env=MODEL_DIR_ENV)
+    """A checkpoint file or folder that must exist: ``path`` itself when absolute, else under
+    ``root`` (default :func:`model_root`)."""
+    base = root or model_root()
+    full = resolve(path, base)
     if not full.exists():
         raise FileNotFoundError(f"no checkpoint at {full} (from {str(path)!r}); "
-                                f"local models are looked up under {root or model_root()}")
+                                f"relative paths are looked up under {base}")
     return full
 
 
 def local_data_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
-    """A user-given image folder or zip, confined to :func:`data_root` (or ``root``), which must exist."""
-    full = confine(path, root or data_root(), what="data path", env=DATA_DIR_ENV)
+    """An image folder, zip or parquet file that must exist: ``path`` itself when absolute,
+    else under ``root`` (default :func:`data_root`)."""
+    base = root or data_root()
+    full = resolve(path, base)
     if not full.exists():
         raise FileNotFoundError(f"no images at {full} (from {str(path)!r}); "
-                                f"local data are looked up under {root or data_root()}")
+                                f"relative paths are looked up under {base}")
     return full
