@@ -157,7 +157,8 @@ def test_a_killed_exporter_leaves_only_whole_files(tmp_path):
         sys.path.insert(0, {ROOT!r})
         import torch
         from tests.conftest import TINY, make_pool
-        from wemoe_core import io, upscale
+        from wemoe_core import upscale
+        from wemoe_core.sources import files as io
         pre, fts, _ = make_pool(num_tasks=3)
         model = upscale(pre, fts, task_names=["a", "b", "c"])
         recipe = io.Recipe(method="wemoe", tasks=["a", "b", "c"])
