@@ -67,9 +67,16 @@ def _evaluate(args) -> int:
     avail = pool.availability()
     if not avail.ok:
         raise ValueError(f"pool {args.pool!r} is unavailable: {avail.reason}")
+    group, device = _ranks(args, pool)
     steps = args.steps or (args.quick_steps if args.quick else None)
     result = run_suite(pool, expand_methods(args.methods), args.tasks.split(",") if args.tasks else None,
-                       steps=steps, curve_every=args.curve_every, progress=_bar)
+                       steps=steps, curve_every=args.curve_every, eval_limit=args.eval_limit,
+                       progress=_bar if _main_rank(group) else None, device=device,
+                       shard=group if args.shard_experts else None)
+    if not _main_rank(group):          # rank 0 alone prints and writes
+        return 0
+    if group is not None:
+        result["ranks"] = {"world": group.world, "mode": "experts sharded" if args.shard_experts else "data parallel"}
     print(accuracy_frame(result).round(1).to_string())
     if result["routing_share"]:
         print("\nrouting share (%): images of task t whose strongest expert is expert t")
@@ -105,16 +112,34 @@ def _merge(args) -> int:
     if adapt is not None and recipe_for(pool, args.method, hparams)[2] is None:
         raise ValueError(f"{args.method} does not adapt: drop --steps (or choose adamerging_task, "
                          "adamerging_layer or wemoe)")
-    run = build_model(pool, tasks, args.method, hparams, adapt)
+    group, device = _ranks(args, pool)
+    main_rank = _main_rank(group)
+    run = build_model(pool, tasks, args.method, hparams, adapt, shard=group if args.shard_experts else None)
+    run.model.to(device)
     failed = ""
     try:
-        adapt_run(run, pool, callback=lambda s: _bar(args.method, s.step, s.steps))
+        adapt_run(run, pool, callback=lambda s: _bar(args.method, s.step, s.steps) if main_rank else None, device=device)
     except AdaptationError as e:     # keep the last good state: evaluate and save it, then say so
+        if group is not None:        # one rank's failure: the ranks cannot go on in step
+            raise
         failed = str(e)
         print(f"\nerror: {failed}\nsaving the last good state ({e.result.steps_done} steps)", file=sys.stderr)
-    print(evaluate_run(run, pool).round(2).to_string())
+    table = evaluate_run(run, pool, device=device)
     enc = run.model.encoder
+    sharded_fp = None
+    if args.shard_experts and isinstance(enc, WEMoE):   # every rank takes part
+        from .running.expert_shard import full_fingerprint
+
+        sharded_fp = full_fingerprint(enc, group)
+    if not main_rank:                # rank 0 alone prints and writes
+        return 0
+    print(table.round(2).to_string())
     cfg = pool.info.vision_config
+    if sharded_fp is not None:
+        save_routers(args.out, enc, run.recipe, weights_fingerprint=sharded_fp)
+        print(f"wrote {args.out} (routers only: with --shard-experts no process holds the whole model; "
+              "load_routers puts them into the pool's WEMoE built in one process)")
+        return 0
     if isinstance(enc, WEMoE):
         save_wemoe(args.out, enc, cfg, run.recipe)
         if args.routers:
@@ -144,6 +169,37 @@ def _export(args) -> int:
     return 0
 
 
+def _ranks(args, pool):
+    """(process group or None, this rank's device). Under ``torchrun`` the ranks first check that
+    they run the same command on the same pool and code."""
+    import torch
+
+    from . import __version__
+    from .running import distributed
+
+    group = distributed.current(None)
+    device = distributed.rank_device(args.device) if group is not None else torch.device(args.device)
+    if args.shard_experts and group is None:
+        raise ValueError("--shard-experts needs several processes: launch with `torchrun --nproc_per_node N -m "
+                         "wemoe_core ...`")
+    if group is not None:
+        skip = {"func", "verbose", "json", "out", "routers"}
+        group.agree({"command": {k: v for k, v in vars(args).items() if k not in skip},
+                     "pool": distributed.fingerprint(_pool_description(pool)),
+                     "code": __version__, "torch": torch.__version__}, "the command, pool and code")
+    return group, device
+
+
+def _pool_description(pool) -> dict:
+    info = pool.info
+    return {"name": pool.name, "source": info.source, "vision": info.vision_config.to_dict(),
+            "tasks": [[t.name, list(t.classnames)] for t in info.tasks], "recipes": pool.recipes}
+
+
+def _main_rank(group) -> bool:
+    return group is None or group.is_main
+
+
 def _demo(args) -> int:
     """Merge three tiny random towers and adapt WEMoE for a few steps."""
     import torch
@@ -162,6 +218,15 @@ def _demo(args) -> int:
     print(f"adapted {res.steps_done} steps; routing weights (layers, batch, experts): "
           f"{tuple(model.encoder.routing_weights().shape)}")
     return 0
+
+
+def _scale_out_options(p: argparse.ArgumentParser) -> None:
+    import os
+
+    p.add_argument("--device", default=os.environ.get("WEMOE_DEVICE") or "cpu",
+                   help="cpu, cuda (under torchrun: each rank's own GPU) or cuda:N (default: $WEMOE_DEVICE or cpu)")
+    p.add_argument("--shard-experts", action="store_true",
+                   help="under torchrun: each rank holds 1/N of WEMoE's experts (for models that do not fit one device)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quick-steps", type=int, default=40, help=argparse.SUPPRESS)
     e.add_argument("--curve-every", type=int, default=0, help="measure accuracy every N adaptation steps")
     e.add_argument("--json", help="write the results as JSON to this path")
+    e.add_argument("--eval-limit", type=int, help="test images per task for accuracies (default: all)")
+    _scale_out_options(e)
     e.set_defaults(func=_evaluate)
     m = sub.add_parser("merge", help="merge (and adapt) one method, save safetensors")
     m.add_argument("--pool", default="tiny8")
@@ -193,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--steps", type=int, help="adaptation steps for learning methods")
     m.add_argument("--out", required=True)
     m.add_argument("--routers", help="also write a router-only checkpoint (WEMoE)")
+    _scale_out_options(m)
     m.set_defaults(func=_merge)
     x = sub.add_parser("export", help="router-only checkpoint / recipe from a saved WEMoE")
     x.add_argument("--model", required=True)
@@ -208,10 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    from .running import distributed
     from .running.adapt import AdaptationError
 
     try:
+        if distributed.launched():       # one rank of several (torchrun): join the others first
+            distributed.init(device=distributed.rank_device(getattr(args, "device", "cpu")))
         return args.func(args)
+    except distributed.DistributedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError, PermissionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -221,3 +295,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()

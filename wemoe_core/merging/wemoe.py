@@ -197,12 +197,15 @@ class WEMoE(nn.Module):
 
 
 def upscale(pretrained: nn.Module, finetuned: Sequence, *, init_lambda: float = 0.3, router_depth: int = 2,
-            task_names: Sequence[str] | None = None, params: WEMoEParams | None = None, **overrides) -> WEMoE:
+            task_names: Sequence[str] | None = None, params: WEMoEParams | None = None,
+            experts: tuple[int, int] | None = None, **overrides) -> WEMoE:
     """Build a WEMoE model from a pre-trained open_clip ``VisionTransformer`` and T fine-tuned
     towers (modules, state dicts, or zero-argument callables returning a state dict: these are
     loaded one at a time, so 8 large checkpoints never sit in memory together).
 
     Only router parameters have ``requires_grad=True``; their names contain ``router``.
+    ``experts=(lo, hi)`` keeps only experts lo..hi-1 of every routed module (the routers still
+    weigh all T): one rank's share when experts are sharded (``running/expert_shard.py``).
     """
     from ..model.params import validate
 
@@ -217,15 +220,19 @@ def upscale(pretrained: nn.Module, finetuned: Sequence, *, init_lambda: float = 
     n_blocks = keys.num_blocks(pre)
     blocks = keys.resolve_blocks(n_blocks, params.blocks or None)
     routed = _routed_keys(blocks, params.upscale_attention)
-    deltas, merged = _collect(pre, finetuned, routed, params.init_lambda, names)
+    T = len(finetuned)
+    lo, hi = experts if experts is not None else (0, T)
+    if not 0 <= lo < hi <= T:
+        raise ValueError(f"experts={experts}: keep a non-empty range of the {T} experts")
+    deltas, merged = _collect(pre, finetuned, routed, params.init_lambda, names, range(lo, hi))
     vision = freeze(copy.deepcopy(pretrained))
     vision.load_state_dict(merged, strict=True)
     gen = torch.Generator().manual_seed(params.seed)
     for i in blocks:
         block = vision.transformer.resblocks[i]
         if params.upscale_attention:
-            block.attn = _we_attention(block.attn, pre, deltas, i, params, gen)
-        block.mlp = _we_mlp(block.mlp, pre, deltas, i, params, gen)
+            block.attn = _we_attention(block.attn, pre, deltas, i, params, gen, T)
+        block.mlp = _we_mlp(block.mlp, pre, deltas, i, params, gen, T)
     return WEMoE(vision, params, names)
 
 
@@ -238,17 +245,18 @@ def _routed_keys(blocks: list[int], attention: bool) -> set[str]:
     return out
 
 
-def _collect(pre, finetuned, routed, lam, names):
-    """Stream the fine-tuned models once: stack task vectors of routed tensors into (T, ...)
-    buffers, sum the others for task arithmetic. Returns (deltas, merged state dict)."""
-    T = len(finetuned)
-    deltas = {k: torch.empty((T, *pre[k].shape), dtype=pre[k].dtype) for k in routed}
+def _collect(pre, finetuned, routed, lam, names, keep: range):
+    """Stream the fine-tuned models once: stack the task vectors of routed tensors of the kept
+    experts into (len(keep), ...) buffers, sum the others over all tasks for task arithmetic.
+    Returns (deltas, merged state dict)."""
+    deltas = {k: torch.empty((len(keep), *pre[k].shape), dtype=pre[k].dtype) for k in routed}
     total = {k: torch.zeros_like(v) for k, v in pre.items() if keys.is_float(v) and k not in routed}
     for t, src in enumerate(finetuned):
         ft = materialise(src)
         check_pair(pre, ft, names[t])
-        for k in deltas:
-            deltas[k][t] = ft[k] - pre[k]
+        if t in keep:
+            for k in deltas:
+                deltas[k][t - keep.start] = ft[k] - pre[k]
         for k in total:
             total[k] += ft[k] - pre[k]
         del ft
@@ -274,20 +282,18 @@ def _routing(dim: int, num_experts: int, params: WEMoEParams, gen) -> Routing:
     return Routing(Router(dim, num_experts, params.router_depth, bias, gen), params.routing, params.scope)
 
 
-def _we_mlp(mlp: nn.Module, pre, deltas, i: int, params, gen) -> WEMLP:
+def _we_mlp(mlp: nn.Module, pre, deltas, i: int, params, gen, T: int) -> WEMLP:
     k = lambda name: keys.block_key(i, name)  # noqa: E731
     c_fc = _linear(pre, deltas, k("mlp.c_fc.weight"), k("mlp.c_fc.bias"), params)
     c_proj = _linear(pre, deltas, k("mlp.c_proj.weight"), k("mlp.c_proj.bias"), params)
-    dim, T = c_fc.weight.shape[1], deltas[k("mlp.c_fc.weight")].shape[0]
-    return WEMLP(c_fc, mlp.gelu, c_proj, _routing(dim, T, params, gen))
+    return WEMLP(c_fc, mlp.gelu, c_proj, _routing(c_fc.weight.shape[1], T, params, gen))
 
 
-def _we_attention(attn: nn.MultiheadAttention, pre, deltas, i: int, params, gen) -> WEAttention:
+def _we_attention(attn: nn.MultiheadAttention, pre, deltas, i: int, params, gen, T: int) -> WEAttention:
     k = lambda name: keys.block_key(i, name)  # noqa: E731
     in_proj = _linear(pre, deltas, k("attn.in_proj_weight"), k("attn.in_proj_bias"), params)
     out_proj = _linear(pre, deltas, k("attn.out_proj.weight"), k("attn.out_proj.bias"), params)
-    dim, T = in_proj.weight.shape[1], deltas[k("attn.in_proj_weight")].shape[0]
-    return WEAttention(in_proj, out_proj, attn.num_heads, _routing(dim, T, params, gen))
+    return WEAttention(in_proj, out_proj, attn.num_heads, _routing(in_proj.weight.shape[1], T, params, gen))
 
 
 def skeleton(cfg, params: WEMoEParams, task_names: Sequence[str], state: keys.StateDict) -> WEMoE:

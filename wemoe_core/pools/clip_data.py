@@ -98,6 +98,7 @@ class ParquetImages(IterableDataset):
         self.plan = [(f, rg, self._pick(keep, s, n)) for f, rg, s, n in groups]   # local rows to yield
         self.plan = [p for p in self.plan if p[2] is None or p[2]]
         self._len = start if keep is None else len(keep)
+        self._rows_in = {(f, rg): n for f, rg, _, n in groups}
 
     @staticmethod
     def _pick(keep: list[int] | None, start: int, n: int) -> list[int] | None:
@@ -112,6 +113,19 @@ class ParquetImages(IterableDataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def shard(self, rank: int, world: int) -> "ParquetImages":
+        """A copy that yields every ``world``-th item from the ``rank``-th (one rank's share of the
+        test set, for distributed evaluation); only those rows are decoded."""
+        other, pos, plan = copy.copy(self), 0, []
+        for f, rg, rows in self.plan:
+            rows = list(range(self._rows_in[(f, rg)])) if rows is None else rows
+            mine = [r for k, r in enumerate(rows) if (pos + k) % world == rank]
+            pos += len(rows)
+            if mine:
+                plan.append((f, rg, mine))
+        other.plan, other._len = plan, sum(len(r) for _, _, r in plan)
+        return other
 
     def shuffled(self, seed: int = 0) -> "ParquetImages":
         """A copy that streams in a seeded random order (for adaptation)."""

@@ -24,6 +24,8 @@ import torch
 
 from ..model.params import hp, validate
 from ..model.towers import MultiTaskModel
+from . import distributed as dist
+from .expert_shard import sharded
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +114,16 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
 
 def adapt(model: MultiTaskModel, data: Mapping[str, Iterator[torch.Tensor]], params: AdaptParams = AdaptParams(), *,
           callback: Callable[[StepInfo], None] | None = None,
-          should_stop: Callable[[], bool] | None = None) -> AdaptResult:
+          should_stop: Callable[[], bool] | None = None, distributed: bool | None = None) -> AdaptResult:
     """Adapt ``model``'s trainable parameters on endless unlabeled batches ``data[task]``.
 
     ``params`` is validated (a dict works too): a negative step count, a NaN learning rate or
     any value outside its declared range raises a ValueError that names it. A step that
-    fails raises :class:`AdaptationError`, with the steps done so far in ``.result``."""
+    fails raises :class:`AdaptationError`, with the steps done so far in ``.result``.
+
+    Data parallel (``distributed=True``, or ``None`` with an initialised process group of two or
+    more ranks): every rank passes the same streams of GLOBAL batches and takes its share of each;
+    the step equals the one-process step on the global batch (``running/distributed.py``)."""
     params = validate(AdaptParams, dataclasses.asdict(params) if isinstance(params, AdaptParams) else params)
     tasks = [t for t in model.tasks if t in data]
     if not tasks:
@@ -130,25 +136,38 @@ def adapt(model: MultiTaskModel, data: Mapping[str, Iterator[torch.Tensor]], par
     if params.balance > 0 and not (routed and enc.params.routing == "softmax"):
         raise ValueError("balance > 0 needs a WEMoE model with routing='softmax'; set balance=0")
     joint = not (routed and enc.params.scope == "batch")
+    group = dist.current(distributed)
+    if group is not None:      # the ranks must run the same thing; data parallel unless experts are sharded
+        dp = None if sharded(model) else group
+        dist.check_adaptation(group, dp, model, tasks, params, joint)
+    else:
+        dp = None
     opt = torch.optim.Adam(trainable, lr=params.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(params))
     result, ref, t0 = AdaptResult(), None, time.perf_counter()
     for step in range(params.steps):
-        if should_stop is not None and should_stop():
+        stop = should_stop is not None and should_stop()
+        if group is not None:
+            stop = group.any(stop)                              # one rank's stop stops them all
+        if stop:
             result.stopped = True
             break
         try:
             batches = [next(data[t]) for t in tasks]
-            loss, ent, routing, ref = _loss(model, tasks, batches, params, joint, ref)
-            _update(opt, loss, trainable, params, step)
+            if group is not None:
+                batches = dist.rank_batches(group, dp, tasks, batches, step)
+            loss, ent, routing, ref = _loss(model, tasks, batches, params, joint, ref, dp)
+            value = _update(opt, loss, trainable, params, step, dp)
         except StopIteration:
             raise ValueError(f"step {step + 1}: the adaptation data ran out; pass endless iterators "
                              "(wemoe_core.model.data.unlabeled_stream)") from None
         except (Exception, MemoryError) as e:  # noqa: BLE001 - every failure keeps the last good state
             opt.zero_grad(set_to_none=True)
+            if group is not None and dist.is_peer_failure(e):
+                raise dist.lost_peers(e, group, f"adaptation step {step + 1}") from e
             raise _step_failed(e, step + 1, result) from e
         sched.step()
-        info = StepInfo(step + 1, params.steps, float(loss.detach()), ent, opt.param_groups[0]["lr"],
+        info = StepInfo(step + 1, params.steps, float(value), ent, opt.param_groups[0]["lr"],
                         time.perf_counter() - t0, routing, _coefficients(enc))
         result.history.append(info)
         if callback is not None:
@@ -162,7 +181,10 @@ def _schedule(params: AdaptParams):
     return lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, params.steps) / params.steps))
 
 
-def _loss(model, tasks, batches, params, joint, ref):
+def _loss(model, tasks, batches, params, joint, ref, dp=None):
+    """(this rank's loss, entropy per task, routing summary, step-0 reference). In one process the
+    loss is the objective; data parallel (``dp``), it is this rank's share: the shares of all
+    ranks sum to the one-process loss, and batch statistics are taken over the global batch."""
     sizes = [len(b) for b in batches]
     if joint:   # one forward for all tasks; per-sample routing makes this exactly per-image
         feats = model.features(torch.cat(batches)).split(sizes)
@@ -178,39 +200,59 @@ def _loss(model, tasks, batches, params, joint, ref):
     for t, f in zip(tasks, feats):
         z = model.heads(f, t, scale)
         h = entropy(z)
-        ent[t] = float(h.detach().mean())
-        obj = h.mean()
+        ent[t] = float(_total(_share(h.detach().mean(), dp), dp))
+        obj = _share(h.mean(), dp)                                      # sample-separable: each rank its images
         if params.objective == "infomax":   # minus H(batch-mean prediction): rewards diversity
-            pm = z.softmax(-1).mean(0)
-            obj = obj + (pm * pm.clamp(min=1e-12).log()).sum()
+            pm = _batch_mean(z.softmax(-1), dp)                          # over the global batch
+            obj = obj + _share((pm * pm.clamp(min=1e-12).log()).sum(), dp)
         objs.append(obj)
-    if ref is None:
-        ref = [o.detach().abs().clamp(min=1e-6) for o in objs]
+    if ref is None:   # the global objective at step 0, identical on every rank
+        ref = [_total(o, dp).abs().clamp(min=1e-6) for o in objs]
     loss = torch.stack([o / r for o, r in zip(objs, ref)]).mean() if params.normalize else torch.stack(objs).sum()
     w = torch.cat(routing, dim=1) if routing else None                  # (layers, B_total, T)
     if params.balance > 0:
-        loss = loss + params.balance * _balance(w)
-    summary = _routing_summary(w.detach(), sizes) if w is not None else None
+        loss = loss + _share(params.balance * _balance(_batch_mean(w, dp, dim=1)), dp)
+    summary = _routing_summary(w.detach(), sizes, dp) if w is not None else None
     return loss, ent, summary, ref
 
 
-def _balance(w: torch.Tensor) -> torch.Tensor:
-    """Mean over layers of KL(batch-mean routing || uniform)."""
-    p = w.mean(dim=1).clamp(min=1e-8)                                   # (layers, T)
+# In one process (dp None) these are the plain batch statistics; data parallel, see Group.
+def _batch_mean(x: torch.Tensor, dp, dim: int = 0) -> torch.Tensor:
+    return x.mean(dim) if dp is None else dp.mean(x, dim)
+
+
+def _share(x: torch.Tensor, dp) -> torch.Tensor:
+    return x if dp is None else dp.share(x)
+
+
+def _total(x: torch.Tensor, dp) -> torch.Tensor:
+    return x.detach() if dp is None else dp.sum(x.detach(), what="the loss report")
+
+
+def _balance(p: torch.Tensor) -> torch.Tensor:
+    """Mean over layers of KL(p || uniform), p: the batch-mean routing (layers, T)."""
+    p = p.clamp(min=1e-8)
     return (p * (p.log() + math.log(p.shape[-1]))).sum(-1).mean()
 
 
-def _routing_summary(w: torch.Tensor, sizes: list[int]) -> np.ndarray:
+def _routing_summary(w: torch.Tensor, sizes: list[int], dp=None) -> np.ndarray:
     """(layers, B, T) -> (tasks, layers, T): each task's mean routing weights."""
-    return torch.stack([c.mean(1) for c in w.split(sizes, dim=1)]).float().cpu().numpy()
+    s = torch.stack([c.mean(1) for c in w.split(sizes, dim=1)])
+    return _total(_share(s, dp), dp).float().cpu().numpy()
 
 
-def _update(opt, loss, trainable, params, step) -> None:
-    if not torch.isfinite(loss):
-        raise AdaptationError(f"step {step + 1}: the loss is {float(loss.detach())}; the parameters keep their "
+def _update(opt, loss, trainable, params, step, dp=None) -> torch.Tensor:
+    """One optimiser step; returns the loss (summed over ranks when data parallel). Data
+    parallel, the gradients are summed over ranks before they are checked and clipped, so every
+    rank takes the same step."""
+    value = _total(loss, dp)
+    if not torch.isfinite(value):
+        raise AdaptationError(f"step {step + 1}: the loss is {float(value)}; the parameters keep their "
                               "last good values. Lower the learning rate or the logit scale.")
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if dp is not None:
+        dp.sum_grads(trainable)
     grads = [p.grad for p in trainable if p.grad is not None]
     if not all(torch.isfinite(g).all() for g in grads):
         opt.zero_grad(set_to_none=True)
@@ -219,6 +261,7 @@ def _update(opt, loss, trainable, params, step) -> None:
     if params.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(trainable, params.grad_clip)
     opt.step()
+    return value
 
 
 def _coefficients(enc) -> np.ndarray | None:

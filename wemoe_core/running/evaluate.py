@@ -9,26 +9,37 @@ import pandas as pd
 import torch
 
 from ..model.towers import MultiTaskModel
+from .distributed import Group, current, shard_batches
+from .expert_shard import sharded
 
 Labeled = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
 @torch.no_grad()
 def evaluate(model: MultiTaskModel, data: Mapping[str, Labeled], *,
-             individual: Mapping[str, float] | None = None, device: str | torch.device = "cpu") -> pd.DataFrame:
+             individual: Mapping[str, float] | None = None, device: str | torch.device = "cpu",
+             distributed: bool | None = None) -> pd.DataFrame:
     """Top-1 accuracy (%) per task, and normalised accuracy (% of the individual model's accuracy)
-    when ``individual`` gives those. The ``avg`` row is the unweighted mean over tasks."""
+    when ``individual`` gives those. The ``avg`` row is the unweighted mean over tasks.
+
+    Data parallel (``distributed``, as in ``adapt``): every rank passes the same ``data``, counts
+    its share of each task's test set, and the counts are summed over ranks."""
     model.eval()
-    rows = {}
+    group = _data_parallel(model, distributed)
+    counts = {}
     for task in model.tasks:
         if task not in data:
             continue
         correct = total = 0
-        for images, labels in data[task]:
+        for images, labels in _share_of(data[task], group):
             pred = model.logits(images.to(device), task).argmax(-1).cpu()
             correct += int((pred == labels).sum())
             total += len(labels)
-        rows[task] = {"accuracy": 100.0 * correct / max(total, 1), "n": total}
+        counts[task] = (correct, total)
+    if group is not None and counts:
+        summed = group.sum(torch.tensor(list(counts.values()), dtype=torch.float64), what="the accuracy counts")
+        counts = {t: (int(c), int(n)) for t, (c, n) in zip(counts, summed.tolist())}
+    rows = {t: {"accuracy": 100.0 * c / max(n, 1), "n": n} for t, (c, n) in counts.items()}
     if not rows:
         raise ValueError(f"no evaluation data for any task of the model ({model.tasks})")
     df = pd.DataFrame.from_dict(rows, orient="index")
@@ -42,25 +53,41 @@ def evaluate(model: MultiTaskModel, data: Mapping[str, Labeled], *,
 
 
 @torch.no_grad()
-def routing_counts(model: MultiTaskModel, data: Mapping[str, Labeled], device="cpu") -> np.ndarray:
+def routing_counts(model: MultiTaskModel, data: Mapping[str, Labeled], device="cpu",
+                   distributed: bool | None = None) -> np.ndarray:
     """For WEMoE: counts[t, m, e] = how many test images of task t have expert e as the largest
-    routing weight in routed module m. Shape (tasks, modules, experts)."""
+    routing weight in routed module m. Shape (tasks, modules, experts). Data parallel as ``evaluate``."""
     enc = model.encoder
+    group = _data_parallel(model, distributed)
     tasks = [t for t in model.tasks if t in data]
     counts = np.zeros((len(tasks), len(enc.routed_names), len(enc.task_names)), dtype=np.int64)
     for i, task in enumerate(tasks):
-        for images, _ in data[task]:
+        for images, _ in _share_of(data[task], group):
             model.features(images.to(device))
             top = enc.routing_weights().argmax(-1).cpu().numpy()          # (modules, B)
             for m in range(top.shape[0]):
                 counts[i, m] += np.bincount(top[m], minlength=counts.shape[2])
+    if group is not None:
+        counts = group.sum(torch.from_numpy(counts), what="the routing counts").numpy()
     return counts
 
 
-def routing_share(model: MultiTaskModel, data: Mapping[str, Labeled], device="cpu") -> pd.DataFrame:
+def _data_parallel(model: MultiTaskModel, distributed: bool | None) -> Group | None:
+    """The group whose ranks share the test set; None in one process and when the model holds
+    sharded experts (then every rank runs every image)."""
+    group = current(distributed)
+    return None if group is None or sharded(model) else group
+
+
+def _share_of(batches: Labeled, group: Group | None) -> Labeled:
+    return batches if group is None else shard_batches(batches, group)
+
+
+def routing_share(model: MultiTaskModel, data: Mapping[str, Labeled], device="cpu",
+                  distributed: bool | None = None) -> pd.DataFrame:
     """Share (%) of task t's test images whose strongest expert in each module is expert t
     (rows: tasks; columns: routed modules, input side first)."""
-    counts = routing_counts(model, data, device)
+    counts = routing_counts(model, data, device, distributed)
     tasks = [t for t in model.tasks if t in data]
     experts = model.encoder.task_names
     share = {}

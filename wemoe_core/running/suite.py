@@ -9,8 +9,10 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 import pandas as pd
+import torch
 
 from ..pools.base import Pool
+from .distributed import Group
 from .workbench import VARIANTS, Run, adapt_run, build_model, evaluate_run, routing_table
 
 log = logging.getLogger(__name__)
@@ -26,9 +28,12 @@ def expand_methods(spec: str | Sequence[str]) -> list[str]:
 
 def run_one(pool: Pool, tasks: Sequence[str], variant: str, *, steps: int | None = None,
             curve_every: int = 0, eval_limit: int | None = None,
-            progress: Callable[[str, int, int], None] | None = None, hparams=None, adapt=None) -> Run:
-    """Build, adapt (if the method learns) and evaluate one method variant."""
-    run = build_model(pool, tasks, variant, hparams, adapt)
+            progress: Callable[[str, int, int], None] | None = None, hparams=None, adapt=None,
+            device: str | torch.device = "cpu", shard: Group | None = None) -> Run:
+    """Build, adapt (if the method learns) and evaluate one method variant on ``device``. Under
+    ``torchrun`` every rank runs this; ``shard`` (the process group) shards WEMoE's experts."""
+    run = build_model(pool, tasks, variant, hparams, adapt, shard=shard)
+    run.model.to(device)
     if run.adapt_params is not None:
         params = replace(run.adapt_params, steps=steps) if steps else run.adapt_params
         curve = run.curve
@@ -37,19 +42,20 @@ def run_one(pool: Pool, tasks: Sequence[str], variant: str, *, steps: int | None
             if progress:
                 progress(variant, info.step, info.steps)
             if curve_every and (info.step % curve_every == 0 or info.step == info.steps):
-                acc = evaluate_run(run, pool, limit=eval_limit)["accuracy"]
+                acc = evaluate_run(run, pool, limit=eval_limit, device=device)["accuracy"]
                 curve.append({"step": info.step, "entropy": sum(info.entropy.values()) / len(info.entropy),
                               "accuracy": float(acc["avg"])})
         if curve_every:
-            acc0 = evaluate_run(run, pool, limit=eval_limit)["accuracy"]
+            acc0 = evaluate_run(run, pool, limit=eval_limit, device=device)["accuracy"]
             curve.append({"step": 0, "entropy": None, "accuracy": float(acc0["avg"])})
-        adapt_run(run, pool, callback=on_step, params=params)
-    evaluate_run(run, pool, limit=eval_limit)
+        adapt_run(run, pool, callback=on_step, params=params, device=device)
+    evaluate_run(run, pool, limit=eval_limit, device=device)
     return run
 
 
 def run_suite(pool: Pool, variants: Sequence[str], tasks: Sequence[str] | None = None, *, steps: int | None = None,
-              curve_every: int = 0, eval_limit: int | None = None, progress=None) -> dict:
+              curve_every: int = 0, eval_limit: int | None = None, progress=None,
+              device: str | torch.device = "cpu", shard: Group | None = None) -> dict:
     """Every variant on the pool; returns the JSON-ready result (accuracy per method and task,
     normalised accuracy, routing share of the default WEMoE, curves, wall time)."""
     t0 = time.perf_counter()
@@ -59,7 +65,7 @@ def run_suite(pool: Pool, variants: Sequence[str], tasks: Sequence[str] | None =
     for variant in variants:
         log.info("running %s", variant)
         run = run_one(pool, tasks, variant, steps=steps, curve_every=curve_every, eval_limit=eval_limit,
-                      progress=progress)
+                      progress=progress, device=device, shard=shard)
         table = run.table
         out["accuracy"][variant] = {t: round(float(table.at[t, "accuracy"]), 2) for t in table.index}
         if "normalized" in table:
@@ -69,7 +75,7 @@ def run_suite(pool: Pool, variants: Sequence[str], tasks: Sequence[str] | None =
         if run.curve:
             out["curves"][variant] = run.curve
         if variant == "wemoe":
-            share = routing_table(run, pool, limit=eval_limit)
+            share = routing_table(run, pool, limit=eval_limit, device=device)
             out["routing_share"] = {t: {c: round(float(share.at[t, c]), 1) for c in share.columns} for t in share.index}
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     return out

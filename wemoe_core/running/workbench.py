@@ -18,6 +18,8 @@ from ..model.towers import MultiTaskModel
 from ..pools.base import Pool
 from ..sources.files import Recipe
 from .adapt import AdaptationError, AdaptParams, AdaptResult, StepInfo, adapt
+from .distributed import Group
+from .expert_shard import upscale_sharded
 from .evaluate import evaluate, routing_share
 
 # The benchmark's method variants: name -> (registry method, hyperparameter overrides).
@@ -95,12 +97,17 @@ def pool_recipe(pool: Pool, method: str) -> tuple[dict, dict]:
 
 
 def build_model(pool: Pool, tasks: Sequence[str], variant: str, hparams: dict | None = None,
-                adapt_params=None) -> Run:
-    """Build (not yet adapt) a method's model on the pool's tasks."""
+                adapt_params=None, *, shard: Group | None = None) -> Run:
+    """Build (not yet adapt) a method's model on the pool's tasks. With ``shard`` (a process
+    group), a WEMoE keeps only this rank's share of the experts (``running/expert_shard.py``)."""
     tasks = pool.check_tasks(tasks)
     method, hp, ap = recipe_for(pool, variant, hparams, adapt_params)
     t0 = time.perf_counter()
-    enc = build(method, pool.pretrained(), pool.finetuned_sources(tasks), tasks, **hp)
+    if shard is not None and method == "wemoe":
+        enc = upscale_sharded(pool.pretrained(), pool.finetuned_sources(tasks), shard,
+                              params=get_method(method).hparams(**hp), task_names=tasks)
+    else:
+        enc = build(method, pool.pretrained(), pool.finetuned_sources(tasks), tasks, **hp)
     if variant == "oracle":
         enc = OracleEncoder(enc)
     model = MultiTaskModel(enc, pool.heads(tasks))

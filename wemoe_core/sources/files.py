@@ -160,21 +160,31 @@ def load_wemoe(path) -> tuple[WEMoE, Recipe]:
         return model.eval(), Recipe.from_json(meta["recipe"])
 
 
+FINGERPRINT_STRIDE = 997
+
+
 def fingerprint(model: WEMoE) -> str:
     """A cheap hash of the frozen weights (every 997th value of each tensor, plus shapes)."""
+    return fingerprint_of((name, tuple(t.shape), t.detach().flatten()[::FINGERPRINT_STRIDE])
+                          for name, t in model.state_dict().items() if "router" not in name)
+
+
+def fingerprint_of(items) -> str:
+    """The hash of ``fingerprint`` from (name, shape, sampled values) of each frozen tensor."""
     h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        if "router" in name:
-            continue
-        h.update(name.encode() + str(tuple(t.shape)).encode())
-        h.update(t.detach().flatten()[::997].float().cpu().numpy().tobytes())
+    for name, shape, sample in sorted(items, key=lambda item: item[0]):
+        h.update(name.encode() + str(tuple(shape)).encode())
+        h.update(sample.float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
-def save_routers(path, model: WEMoE, recipe: Recipe) -> Path:
+def save_routers(path, model: WEMoE, recipe: Recipe, *, weights_fingerprint: str | None = None) -> Path:
+    """The routers and the recipe; ``weights_fingerprint`` stands for the frozen weights when this
+    process holds only part of them (sharded experts: ``running.expert_shard.full_fingerprint``)."""
     meta = {
         FORMAT_KEY: "wemoe-explorer/routers", "wemoe_params": json.dumps(dataclasses.asdict(model.params)),
-        "tasks": json.dumps(model.task_names), "fingerprint": fingerprint(model), "recipe": recipe.to_json(),
+        "tasks": json.dumps(model.task_names), "fingerprint": weights_fingerprint or fingerprint(model),
+        "recipe": recipe.to_json(),
     }
     return atomic_save(model.router_state(), path, meta)
 
