@@ -124,7 +124,7 @@ def _merge(args) -> int:
             raise
         failed = str(e)
         print(f"\nerror: {failed}\nsaving the last good state ({e.result.steps_done} steps)", file=sys.stderr)
-    table = evaluate_run(run, pool, device=device)
+    table = evaluate_run(run, pool, limit=args.eval_limit, device=device)
     enc = run.model.encoder
     sharded_fp = None
     if args.shard_experts and isinstance(enc, WEMoE):   # every rank takes part
@@ -260,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--steps", type=int, help="adaptation steps for learning methods")
     m.add_argument("--out", required=True)
     m.add_argument("--routers", help="also write a router-only checkpoint (WEMoE)")
+    m.add_argument("--eval-limit", type=int, help="test images per task for the accuracy table (default: all)")
     _scale_out_options(m)
     m.set_defaults(func=_merge)
     x = sub.add_parser("export", help="router-only checkpoint / recipe from a saved WEMoE")

@@ -23,10 +23,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_ranks(fn, world: int, *args, timeout: float = 120.0, ranks=None, env: dict | None = None) -> list[dict]:
+def run_ranks(fn, world: int, *args, timeout: float = 120.0, ranks=None, env: dict | None = None,
+              grace: float | None = None) -> list[dict]:
     """Start ``fn(rank, world, *args)`` in ``world`` processes (only ``ranks`` of them when given)
-    and wait at most ``timeout`` seconds. Each result: ``{"value"}`` or ``{"error", "trace"}``,
-    plus ``"exitcode"`` (None: still running at the deadline, then killed) and ``"seconds"``."""
+    and wait at most ``timeout`` seconds (with ``grace``: at most that long after rank 0 ended).
+    Each result: ``{"value"}`` or ``{"error", "trace"}``, plus ``"exitcode"`` (None: still
+    running at the deadline, then killed) and ``"seconds"`` (when the wait for it ended)."""
     port, ctx = free_port(), mp.get_context("spawn")
     ranks = list(range(world)) if ranks is None else list(ranks)
     with tempfile.TemporaryDirectory() as tmp:
@@ -34,10 +36,12 @@ def run_ranks(fn, world: int, *args, timeout: float = 120.0, ranks=None, env: di
         t0 = time.monotonic()
         for p in procs.values():
             p.start()
-        ended = {}
+        ended, deadline = {}, t0 + timeout
         for r, p in procs.items():
-            p.join(max(0.1, timeout - (time.monotonic() - t0)))
+            p.join(max(0.1, deadline - time.monotonic()))
             ended[r] = time.monotonic() - t0
+            if grace is not None and r == ranks[0]:
+                deadline = min(deadline, time.monotonic() + grace)
         out = []
         for r, p in procs.items():
             alive = p.is_alive()
@@ -120,10 +124,23 @@ def adapt_case(method: str, hparams: dict, adapt: dict, *, distributed=None, poo
     return out
 
 
-def adapt_worker(rank, world, method, hparams, adapt, pool_seed=0, dtype="float32", timeout_s=60):
+def scenarios_worker(rank, world, scenarios: dict, timeout_s=60):
+    """Several scenarios in one process group (starting processes is the slow part): each
+    ``name: (worker, args)`` runs in turn; its value or error is kept. Every scenario here fails,
+    if it fails, on every rank at the same point, so the group stays in step."""
     from wemoe_core.running import distributed
 
-    distributed.init(timeout_s=timeout_s)
+    group = distributed.init(timeout_s=timeout_s)
+    out = {}
+    for name, (fn, args) in scenarios.items():
+        try:
+            out[name] = {"value": fn(group, *args)}
+        except Exception as e:  # noqa: BLE001 - reported to the test
+            out[name] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-3000:]}
+    return out
+
+
+def adapt_scenario(group, method, hparams, adapt, pool_seed=0, dtype="float32"):
     return adapt_case(method, hparams, adapt, pool_seed=pool_seed, dtype=dtype)
 
 
@@ -148,25 +165,20 @@ def init_worker(rank, world, timeout_s: float):
     return "joined"
 
 
-def agree_worker(rank, world):
-    from wemoe_core.running import distributed
-
-    g = distributed.init(timeout_s=30)
-    g.agree({"pool": "tiny8" if rank == 0 else "clip-vit-b32", "steps": 10}, "the pool")
-    return "agreed"
+def mismatch_scenario(group, what: str):
+    """The ranks differ in their pool (other weights) or their recipe (another learning rate)."""
+    lr = 1e-3 * (1 + group.rank) if what == "recipe" else 1e-3
+    return adapt_case("wemoe", {}, {"steps": 2, "lr": lr}, pool_seed=group.rank if what == "pool" else 0)
 
 
-def sharded_worker(rank, world, hparams, adapt, timeout_s=60):
+def sharded_scenario(group, hparams, adapt):
     """Expert sharding: forward features, router gradients of one loss, then N adaptation steps."""
-    import wemoe_core as wc
     from tests.conftest import make_pool
     from wemoe_core.merging.wemoe import WEMoEParams
     from wemoe_core.model.params import validate
     from wemoe_core.model.towers import MultiTaskModel
-    from wemoe_core.running import distributed
     from wemoe_core.running.expert_shard import expert_bytes, full_fingerprint, upscale_sharded
 
-    group = distributed.init(timeout_s=timeout_s)
     pre, fts, heads = make_pool()
     params = validate(WEMoEParams, hparams)
     model = MultiTaskModel(upscale_sharded(pre, fts, group, params=params, task_names=TASKS), heads)

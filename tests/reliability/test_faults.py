@@ -49,11 +49,11 @@ def fail_at(step: int, exc: BaseException, monkeypatch):
     """Make adaptation step ``step`` (1-based) raise ``exc`` inside the step."""
     real, calls = core_adapt._update, []
 
-    def update(opt, loss, trainable, params, i):
+    def update(opt, loss, trainable, params, i, *rest):
         calls.append(i)
         if i + 1 == step:
             raise exc
-        return real(opt, loss, trainable, params, i)
+        return real(opt, loss, trainable, params, i, *rest)
     monkeypatch.setattr(core_adapt, "_update", update)
     return calls
 

@@ -148,7 +148,7 @@ def adapt(model: MultiTaskModel, data: Mapping[str, Iterator[torch.Tensor]], par
     for step in range(params.steps):
         stop = should_stop is not None and should_stop()
         if group is not None:
-            stop = group.any(stop)                              # one rank's stop stops them all
+            stop = group.any(stop, f"adaptation step {step + 1}")   # one rank's stop stops them all
         if stop:
             result.stopped = True
             break
