@@ -136,7 +136,7 @@ class ClipPool(Pool):
             ds = self._tasks[t].dataset
             if isinstance(ds, dict):
                 split = clip_data.HubSplit.from_dict(ds)
-                if not hub.is_cached(split.repo, split.patterns()):
+                if not hub.is_cached(split.repo, split.patterns(), revision=split.revision):
                     data.append(t)
             elif isinstance(ds, str):
                 paths.local_data_path(ds)

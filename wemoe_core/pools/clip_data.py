@@ -40,6 +40,7 @@ class HubSplit:
     config: str | None = None      # subset folder, e.g. "cropped_digits" for SVHN
     image: str = "image"           # column names
     label: str = "label"
+    revision: str | None = None    # e.g. "refs/convert/parquet": the Hub's parquet copy of a non-parquet dataset
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "HubSplit":
@@ -273,7 +274,7 @@ def open_images(source, transform: Transform, *, classnames: Sequence[str] | Non
     if isinstance(source, Mapping):
         source = HubSplit.from_dict({"split": split, **source})
     if isinstance(source, HubSplit):
-        files = hub.snapshot_files(source.repo, source.patterns(), repo_type="dataset")
+        files = hub.snapshot_files(source.repo, source.patterns(), repo_type="dataset", revision=source.revision)
         return ParquetImages(files, transform, image=source.image, label=source.label, limit=limit, shuffle=shuffle, seed=seed)
     path = paths.local_data_path(source, root)
     if path.suffix == ".parquet":

@@ -136,21 +136,23 @@ def download_first(repo: str, filenames: Sequence[str], repo_type: str = "model"
     raise HubUnavailable(f"the Hub repository {repo!r} has none of {list(filenames)}") from last
 
 
-def _cached_snapshot(repo: str, repo_type: str, patterns: Sequence[str]) -> list[Path]:
+def _cached_snapshot(repo: str, repo_type: str, patterns: Sequence[str], revision: str | None = None) -> list[Path]:
     from huggingface_hub import snapshot_download
 
     try:
         root = snapshot_download(repo, repo_type=repo_type, cache_dir=cache_dir(), allow_patterns=list(patterns),
-                                 local_files_only=True)
+                                 local_files_only=True, revision=revision)
     except Exception:   # not cached (LocalEntryNotFoundError and relatives)
         return []
     return sorted({p for pat in patterns for p in Path(root).glob(pat) if p.is_file()})
 
 
-def snapshot_files(repo: str, patterns: Sequence[str], repo_type: str = "dataset") -> list[Path]:
-    """Local paths of the files of ``repo`` matching any of ``patterns`` (glob), downloading
-    them if none is cached. An empty match is an error naming the patterns."""
-    files = _cached_snapshot(repo, repo_type, patterns)
+def snapshot_files(repo: str, patterns: Sequence[str], repo_type: str = "dataset",
+                   revision: str | None = None) -> list[Path]:
+    """Local paths of the files of ``repo`` (at ``revision``, e.g. the Hub's parquet conversion
+    ``refs/convert/parquet``; default the main branch) matching any of ``patterns`` (glob),
+    downloading them if none is cached. An empty match is an error naming the patterns."""
+    files = _cached_snapshot(repo, repo_type, patterns, revision)
     if files:
         return files
     reason = probe()
@@ -161,7 +163,7 @@ def snapshot_files(repo: str, patterns: Sequence[str], repo_type: str = "dataset
     log.info("downloading %s %s (%s) from the Hugging Face Hub", repo_type, repo, ", ".join(patterns))
     try:
         root = snapshot_download(repo, repo_type=repo_type, cache_dir=cache_dir(), allow_patterns=list(patterns),
-                                 etag_timeout=PROBE_TIMEOUT_S * 5)
+                                 etag_timeout=PROBE_TIMEOUT_S * 5, revision=revision)
     except Exception as e:
         raise _unavailable(f"{repo_type} {repo!r}", f"{type(e).__name__}: {e}") from None
     files = sorted({p for pat in patterns for p in Path(root).glob(pat) if p.is_file()})
@@ -170,5 +172,5 @@ def snapshot_files(repo: str, patterns: Sequence[str], repo_type: str = "dataset
     return files
 
 
-def is_cached(repo: str, patterns: Sequence[str], repo_type: str = "dataset") -> bool:
-    return bool(_cached_snapshot(repo, repo_type, patterns))
+def is_cached(repo: str, patterns: Sequence[str], repo_type: str = "dataset", revision: str | None = None) -> bool:
+    return bool(_cached_snapshot(repo, repo_type, patterns, revision))
