@@ -43,15 +43,17 @@ def tiny_clip(seed: int = 0):
     return open_clip.create_model(ARCH, pretrained=None, force_quick_gelu=True).eval()
 
 
-def fake_repo(cache: Path, repo: str, files: dict[str, bytes], repo_type: str = "model") -> Path:
-    """Write ``files`` into ``cache`` exactly where huggingface_hub keeps a downloaded repo."""
+def fake_repo(cache: Path, repo: str, files: dict[str, bytes], repo_type: str = "model", ref: str = "main",
+              commit: str = COMMIT) -> Path:
+    """Write ``files`` into ``cache`` exactly where huggingface_hub keeps a downloaded repo (at
+    the revision ``ref``, e.g. ``refs/convert/parquet`` for the Hub's parquet conversion)."""
     folder = Path(cache) / f"{repo_type}s--{repo.replace('/', '--')}"
-    snap = folder / "snapshots" / COMMIT
+    snap = folder / "snapshots" / commit
     for name, data in files.items():
         (snap / name).parent.mkdir(parents=True, exist_ok=True)
         (snap / name).write_bytes(data)
-    (folder / "refs").mkdir(parents=True, exist_ok=True)
-    (folder / "refs" / "main").write_text(COMMIT)
+    (folder / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / ref).write_text(commit)
     return snap
 
 
@@ -88,13 +90,14 @@ def png(seed: int, size: int = 20) -> bytes:
     return buf.getvalue()
 
 
-def parquet_bytes(labels: list[int], tmp: Path, row_group_size: int = 4) -> bytes:
-    """A Hub-style parquet test split: ``image`` = {bytes, path}, ``label`` = int."""
+def parquet_bytes(labels: list[int], tmp: Path, row_group_size: int = 4, image: str = "image",
+                  label: str = "label") -> bytes:
+    """A Hub-style parquet test split: ``image`` = {bytes, path}, ``label`` = int (column names as given)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     images = [{"bytes": png(i), "path": f"{i}.png"} for i in range(len(labels))]
-    table = pa.table({"image": images, "label": labels})
+    table = pa.table({image: images, label: labels})
     path = Path(tmp) / "_tmp.parquet"
     pq.write_table(table, path, row_group_size=row_group_size)
     data = path.read_bytes()

@@ -126,3 +126,17 @@ def test_hub_split_picks_its_config_from_the_cache(tmp_path, monkeypatch):
     for missing in ("hf-hub:fake/svhn", {"repo": "fake/other"}):     # no config given / not cached
         with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE"):
             open_images(missing, tf)
+
+
+def test_hub_split_may_read_another_revision_and_columns(tmp_path, monkeypatch):
+    """FER2013's test set is a WebDataset (tar shards, columns jpg/cls); the pool reads the Hub's
+    parquet conversion of it, on the revision refs/convert/parquet."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fk.fake_repo(tmp_path / "hub", "fake/wds", {"test/0.tar": b"not parquet"}, repo_type="dataset")
+    fk.fake_repo(tmp_path / "hub", "fake/wds", {"default/test/0000.parquet": fk.parquet_bytes(
+        [4, 5, 6], tmp_path, image="jpg", label="cls")}, repo_type="dataset", ref="refs/convert/parquet", commit="f" * 40)
+    split = {"repo": "fake/wds", "revision": "refs/convert/parquet", "image": "jpg", "label": "cls"}
+    assert [y for _, y in open_images(split, tf)] == [4, 5, 6]
+    with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE"):          # the main branch has no parquet
+        open_images({"repo": "fake/wds", "image": "jpg", "label": "cls"}, tf)
