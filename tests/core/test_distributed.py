@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.core import dist_ranks as dr
-from wemoe_core.running import distributed
+from wemoe_core.running import data_parallel, distributed
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -187,8 +187,8 @@ def test_test_sets_are_shared_out_without_overlap(tmp_path):
     pq = ParquetImages([path], lambda im: torch.zeros(1), limit=9)           # evenly spaced 9 of 11
     everything = [y for _, y in pq]
     for ds, expected in [(pq, everything), (list(range(10)), list(range(10)))]:
-        shares = [list(distributed.shard_dataset(ds, r, 2)) for r in range(2)]
+        shares = [list(data_parallel.shard_dataset(ds, r, 2)) for r in range(2)]
         got = [y if not isinstance(y, tuple) else y[1] for y in shares[0] + shares[1]]
         assert sorted(got) == sorted(expected) and len(shares[0]) - len(shares[1]) in (0, 1)
         if ds is pq:
-            assert [y for _, y in shares[0]] == everything[0::2] and len(distributed.shard_dataset(pq, 1, 2)) == 4
+            assert [y for _, y in shares[0]] == everything[0::2] and len(data_parallel.shard_dataset(pq, 1, 2)) == 4

@@ -24,7 +24,7 @@ import torch
 
 from ..model.params import hp, validate
 from ..model.towers import MultiTaskModel
-from . import distributed as dist
+from . import data_parallel, distributed as dist
 from .expert_shard import sharded
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def adapt(model: MultiTaskModel, data: Mapping[str, Iterator[torch.Tensor]], par
     group = dist.current(distributed)
     if group is not None:      # the ranks must run the same thing; data parallel unless experts are sharded
         dp = None if sharded(model) else group
-        dist.check_adaptation(group, dp, model, tasks, params, joint)
+        data_parallel.check_adaptation(group, dp, model, tasks, params, joint)
     else:
         dp = None
     opt = torch.optim.Adam(trainable, lr=params.lr)
@@ -155,7 +155,7 @@ def adapt(model: MultiTaskModel, data: Mapping[str, Iterator[torch.Tensor]], par
         try:
             batches = [next(data[t]) for t in tasks]
             if group is not None:
-                batches = dist.rank_batches(group, dp, tasks, batches, step)
+                batches = data_parallel.rank_batches(group, dp, tasks, batches, step)
             loss, ent, routing, ref = _loss(model, tasks, batches, params, joint, ref, dp)
             value = _update(opt, loss, trainable, params, step, dp)
         except StopIteration:

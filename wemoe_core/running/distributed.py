@@ -1,12 +1,12 @@
 """Scale-out on PyTorch's own ``torch.distributed`` (launched by ``torchrun``): the process group,
 checked collectives, and what data parallelism needs from them.
 
-Data parallelism, as ``adapt`` and ``evaluate`` use it: every rank draws the SAME global batch of
-each task from the same seeded stream and keeps its equal share (``Group.shard``); the loss is
-written as a sum over ranks of per-rank shares whose sum is the one-process loss, batch statistics
-(the batch-mean prediction of ``infomax``, the batch-mean routing of ``balance``) go through a
-differentiable all-reduce, and the trainable parameters' gradients are summed over ranks before
-clipping and the optimiser step. So every rank takes the one-process step on identical gradients
+Data parallelism, as ``adapt`` and ``evaluate`` use it (with ``data_parallel.py``): every rank
+draws the SAME global batch of each task from the same seeded stream and keeps its equal share
+(``Group.shard``); the loss is written as a sum over ranks of per-rank shares whose sum is the
+one-process loss, batch statistics (the batch-mean prediction of ``infomax``, the batch-mean
+routing of ``balance``) go through a differentiable all-reduce, and the trainable parameters'
+gradients are summed over ranks before clipping and the optimiser step. So every rank takes the one-process step on identical gradients
 and keeps identical routers (or AdaMerging coefficients). Evaluation: each rank counts its share
 of the test set; the counts are summed.
 
@@ -21,18 +21,16 @@ exchanging fingerprints (``Group.agree``).
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import hashlib
 import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 log = logging.getLogger(__name__)
 
@@ -309,73 +307,3 @@ def is_main() -> bool:
 def fingerprint(obj: Any) -> str:
     """A short hash of a JSON-able description."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def weights_checksum(tensors: Iterable[torch.Tensor], every: int = 997) -> float:
-    """A cheap checksum of many tensors (every ``every``-th value), equal on ranks that hold the
-    same weights."""
-    total = 0.0
-    for t in tensors:
-        total += float(t.detach().flatten()[::every].double().sum())
-    return total
-
-
-# --- adaptation: checks before and at the first step --------------------------------------------
-def check_adaptation(group: Group, dp: Group | None, model: nn.Module, tasks: Sequence[str], params, joint: bool) -> None:
-    """Before the first step: the ranks run the same recipe on the same model, and data
-    parallelism can split the batch."""
-    if dp is not None and not joint:
-        raise ValueError("scope='batch' averages the routing over the whole batch inside the model, which data "
-                         "parallelism cannot split; use scope='sample' (the paper's) or one process")
-    if dp is not None and params.batch_size % group.world:
-        raise ValueError(f"batch_size={params.batch_size} is not a multiple of the {group.world} ranks: each rank "
-                         f"takes an equal share of every task's batch. Use a batch_size divisible by {group.world} "
-                         f"(e.g. {group.world * max(1, params.batch_size // group.world)}) or another number of ranks")
-    trainable = model.trainable_parameters()
-    frozen = [p for p in model.parameters() if not p.requires_grad] + list(model.buffers())
-    group.agree({"tasks": list(tasks), "params": dataclasses.asdict(params), "model": type(model.encoder).__name__,
-                 "mode": "data parallel" if dp is not None else "experts sharded",
-                 "trainable": [list(p.shape) for p in trainable],
-                 "trainable_checksum": weights_checksum(trainable, every=1),
-                 "frozen_checksum": weights_checksum(frozen) if dp is not None else None},
-                "the adaptation (tasks, settings, model and its initial weights)")
-
-
-def rank_batches(group: Group, dp: Group | None, tasks: Sequence[str], batches: list, step: int) -> list:
-    """Check at the first step that every rank drew the same global batches, then (data parallel)
-    keep this rank's share of each."""
-    if step == 0:
-        group.agree({t: [list(b.shape), float(b.detach().double().sum())] for t, b in zip(tasks, batches)},
-                    "the first adaptation batch of each task (every rank must read the same data with the same seed)")
-    if dp is None:
-        return batches
-    return [dp.shard(b, f"the batch of task {t!r}") for t, b in zip(tasks, batches)]
-
-
-# --- evaluation: each rank its share of the test set -----------------------------------------------
-def shard_batches(batches: Iterable, group: Group) -> Iterable:
-    """This rank's share of one task's labeled batches: a loader over every ``world``-th item of
-    its dataset (``dataset.shard(rank, world)`` where the dataset offers it, e.g. streamed parquet),
-    or, for other iterables, every ``world``-th batch."""
-    if isinstance(batches, DataLoader):
-        return DataLoader(shard_dataset(batches.dataset, group.rank, group.world), batch_size=batches.batch_size,
-                          num_workers=batches.num_workers)
-    return (b for i, b in enumerate(batches) if i % group.world == group.rank)
-
-
-def shard_dataset(ds: Dataset, rank: int, world: int) -> Dataset:
-    if hasattr(ds, "shard"):
-        return ds.shard(rank, world)
-    if isinstance(ds, IterableDataset):
-        return _Strided(ds, rank, world)
-    return Subset(ds, range(rank, len(ds), world))
-
-
-class _Strided(IterableDataset):
-    """Every ``world``-th item of an iterable dataset (each rank still reads all of it)."""
-
-    def __init__(self, ds: IterableDataset, rank: int, world: int):
-        self.ds, self.rank, self.world = ds, rank, world
-
-    def __iter__(self):
-        return (x for i, x in enumerate(self.ds) if i % self.world == self.rank)

@@ -9,7 +9,8 @@ import pandas as pd
 import torch
 
 from ..model.towers import MultiTaskModel
-from .distributed import Group, current, shard_batches
+from .data_parallel import shard_batches
+from .distributed import Group, current
 from .expert_shard import sharded
 
 Labeled = Iterable[tuple[torch.Tensor, torch.Tensor]]
