@@ -169,6 +169,43 @@ def test_batch_scope_shares_weights_and_so_leaks_batch_mates(pool, images):
     assert (alone - mixed).abs().max() > 1e-4
 
 
+def test_batch_scope_reports_the_weights_it_applied(pool, images):
+    """With scope="batch" the routed layers merge every image with the batch mean of the
+    routers' outputs: routing_weights() reports that mean in each image's row (not per-image
+    outputs nobody used), forcing those weights reproduces the output, and the graph reaches
+    the routers so auxiliary losses (load balancing) still train them."""
+    pre, fts, _ = pool
+    kw = dict(upscale_attention=True, routing="softmax", seed=3)
+    batch, sample = wc.upscale(pre, fts, scope="batch", **kw), wc.upscale(pre, fts, scope="sample", **kw)
+    for m in (batch, sample):
+        with torch.no_grad():
+            for n, p in m.named_parameters():
+                if "router" in n and p.dim() == 2:
+                    p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.5)
+    out = batch(images)
+    applied = batch.routing_weights()                                   # (layers, batch, experts)
+    assert applied.shape == (len(batch.routed_names), len(images), len(fts))
+    assert torch.allclose(applied, applied[:, :1].expand_as(applied))   # one row for every image
+    sample(images)
+    per_image = sample.routing_weights()                                # the same routers, per image
+    assert (per_image - per_image[:, :1]).abs().max() > 1e-3
+    # Layer 0 sees the same input in both models, so its applied row is the mean of the per-image rows.
+    assert torch.allclose(applied[0, 0], per_image[0].mean(0), atol=1e-6)
+    for (_, r), w in zip(batch.routings(), applied):                    # force each layer's reported row
+        r.forced = w[0]
+    try:
+        with torch.no_grad():
+            torch.testing.assert_close(batch(images), out.detach(), atol=1e-5, rtol=1e-5)
+    finally:
+        for _, r in batch.routings():
+            r.forced = None
+    batch(images)
+    w = batch.routing_weights(detach=False)
+    p = w.mean(dim=1).clamp(min=1e-8)                                   # the balance loss of adapt
+    (p * p.log()).sum().backward()
+    assert all(q.grad is not None and q.grad.abs().sum() > 0 for q in batch.router_parameters() if q.dim() == 2)
+
+
 def test_depth0_equals_mlp_only_layerwise_adamerging(pool, images):
     pre, fts, _ = pool
     lam = 0.3

@@ -78,7 +78,8 @@ class Router(nn.Module):
 class Routing(nn.Module):
     """Router + the paper's reduction: per-token outputs averaged over tokens -> (B, T).
 
-    Remembers the last weights it produced, so a model can report them after a forward.
+    Remembers the weights it last applied, so a model can report them after a forward: with
+    ``scope="batch"`` every image is merged with the batch mean, so every row is that mean.
     """
 
     def __init__(self, router: Router, mode: str = "dense", scope: str = "sample"):
@@ -86,7 +87,7 @@ class Routing(nn.Module):
         self.router, self.mode, self.scope = router, mode, scope
         self.forced: torch.Tensor | None = None      # (T,) or (B, T): bypass the router
         self.keep_tokens = False
-        self.last: torch.Tensor | None = None        # (B, T), graph kept for auxiliary losses
+        self.last: torch.Tensor | None = None        # (B, T) as applied, graph kept for auxiliary losses
         self.last_tokens: torch.Tensor | None = None  # (B, N, T), detached, for explanations
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,8 +100,12 @@ class Routing(nn.Module):
                 w = w.softmax(dim=-1)
             if self.keep_tokens:
                 self.last_tokens = (tok.softmax(-1) if self.mode == "softmax" else tok).detach()
+        if self.scope == "batch":                        # one vector for the whole batch
+            shared = w.mean(dim=0)                       # (T,)
+            self.last = shared.expand_as(w)              # what each image got; the mean's graph
+            return shared
         self.last = w
-        return w.mean(dim=0) if self.scope == "batch" else w   # (T,) shared, or (B, T)
+        return w                                         # (B, T)
 
 
 class WEMLP(nn.Module):
@@ -159,7 +164,8 @@ class WEMoE(nn.Module):
         return [n for n, _ in self.routings()]
 
     def routing_weights(self, detach: bool = True) -> torch.Tensor:
-        """Routing weights of the last forward: (layers, batch, experts)."""
+        """Routing weights applied in the last forward: (layers, batch, experts). With
+        ``scope="batch"`` each image's row is the batch mean that merged its weights."""
         w = torch.stack([r.last for _, r in self.routings()])
         return w.detach() if detach else w
 
