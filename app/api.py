@@ -24,6 +24,7 @@ from . import callbacks
 from .config import default_pool, limits
 from .explore import ask, default_entry, open_image
 from .jobs import DONE, JOBS, STOPPED, JobRefused
+from .messages import for_visitor, reference
 from .runs import make_work
 from .sessions import STORE, ModelEntry
 
@@ -35,10 +36,11 @@ def _session(request: gr.Request | None):
 
 
 def unexpected(what: str, e: BaseException) -> gr.Error:
-    """A failure we did not foresee: logged with its traceback, answered with a short message
-    (never a traceback, never internal paths)."""
-    log.error("%s failed unexpectedly", what, exc_info=e)
-    return gr.Error(f"{what} failed unexpectedly ({type(e).__name__}); the server logged it. "
+    """A failure we did not foresee: logged with its traceback under a reference, answered with
+    a short message that gives the reference (never a class name, a traceback or a path)."""
+    ref = reference()
+    log.error("%s failed unexpectedly [ref %s]", what, ref, exc_info=e)
+    return gr.Error(f"{what} failed unexpectedly; the server logged it (reference {ref}). "
                     "Check the inputs and try again.")
 
 
@@ -52,7 +54,7 @@ def guarded(what: str) -> Callable:
         except gr.Error:
             raise
         except (ValueError, JobRefused) as e:
-            raise gr.Error(str(e)) from None
+            raise gr.Error(for_visitor(str(e))) from None
         except Exception as e:  # noqa: BLE001 - see unexpected()
             raise unexpected(what, e) from None
 
@@ -84,8 +86,18 @@ def as_mapping(value: Any, name: str, example: str) -> dict:
         except ValueError:
             raise ValueError(f"{name} must be a JSON object such as {example}") from None
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise ValueError(f"{name} must be a dict of name: value such as {example}, not {type(value).__name__}")
+        raise ValueError(f"{name} must be a dict of name: value such as {example}, not {_kind(value)}")
     return value
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words: ``a list``, ``a number``..."""
+    if isinstance(value, bool):
+        return "true/false"
+    for types, name in ((dict, "an object"), ((list, tuple), "a list"), ((int, float), "a number"), (str, "a string")):
+        if isinstance(value, types):
+            return name
+    return "that"
 
 
 def as_tasks(value: Any, pool) -> list[str]:
@@ -107,7 +119,7 @@ def as_text(value: Any, name: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise ValueError(f"{name} must be a string, not {type(value).__name__}")
+        raise ValueError(f"{name} must be a string, not {_kind(value)}")
     return value.strip()
 
 
@@ -144,7 +156,7 @@ def merge(method: str = "task_arithmetic", hyperparameters: dict | None = None, 
             job.stop()
     snap = job.snapshot()
     if snap.state not in (DONE, STOPPED) or job.result is None:
-        raise gr.Error(snap.message or "the job failed")
+        raise gr.Error(for_visitor(snap.message or "the job failed"))
     yield result_of(job.result, snap.state, snap.message)
 
 

@@ -24,6 +24,7 @@ from wemoe_core.sources.files import atomic_write_text
 from . import confine, controls, figures, views
 from .config import device, limits
 from .jobs import FINISHED, JOBS, JobRefused
+from .messages import for_visitor
 from .runs import make_work
 from .sessions import STORE, Session, export_root
 
@@ -32,7 +33,8 @@ SKIP = gr.skip
 
 
 def warn(message: str) -> str:
-    """A toast now, and the same text for the tab's status line."""
+    """A toast now, and the same text for the tab's status line (in a visitor's words)."""
+    message = for_visitor(message)
     gr.Warning(message)
     return f"⚠️ {message}"
 
@@ -62,16 +64,17 @@ def pools_status() -> tuple[dict, str]:
     """Every pool with its availability (probing at most once a minute): dropdown + Markdown."""
     try:
         entries = _pools_cached(int(time.time() // 60))
-    except Exception as e:  # noqa: BLE001 - a broken pool file must not break the page
+    except Exception:  # noqa: BLE001 - a broken pool file must not break the page
         log.exception("listing pools failed")
-        return gr.update(), f"⚠️ Could not list the pools: {e}"
+        return gr.update(), "⚠️ Could not list the pools; the server logged why."
     lines, choices = [], []
     for e in entries:
         e = _confined(e)
         ok = e.availability.ok
         choices.append((e.title if ok else f"{e.title} (unavailable)", e.name))
-        lines.append(f"- **{e.title}** (`{e.name}`): " + ("available" + (f"; {e.availability.reason}" if e.availability.reason else "")
-                                                         if ok else f"unavailable: {e.availability.reason}"))
+        reason = for_visitor(e.availability.reason)
+        lines.append(f"- **{e.title}** (`{e.name}`): " + ("available" + (f"; {reason}" if reason else "")
+                                                         if ok else f"unavailable: {reason}"))
     return gr.update(choices=choices), "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import limits
+from .messages import for_visitor, reference
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +190,9 @@ class JobManager:
                 stopped = bool(getattr(job.result, "stopped", False))
                 job.set_state(STOPPED if stopped else DONE, _end_message(job, stopped))
         except Exception as e:  # noqa: BLE001 - any failure becomes a message on the page
-            log.exception("job %s failed", job.id)
-            job.error = _failure_text(e)
+            ref = reference()
+            log.exception("job %s failed [ref %s]", job.id, ref)
+            job.error = _failure_text(e, ref)
             job.set_state(FAILED, f"{job.label} failed: {job.error}")
         finally:
             job.work = None                     # let go of the session, pool and model it captured
@@ -204,8 +206,10 @@ class JobManager:
             del self._jobs[j.id]
 
 
-def _failure_text(e: Exception) -> str:
-    """What the page says about a job that failed outright (nothing to keep)."""
+def _failure_text(e: Exception, ref: str) -> str:
+    """What the page says about a job that failed outright (nothing to keep): our own refusals
+    (a ValueError, a file that cannot be read) in a visitor's words, anything else as a failure
+    the server logged under ``ref``."""
     from wemoe_core.running.adapt import is_out_of_memory
 
     if is_out_of_memory(e):
@@ -213,7 +217,9 @@ def _failure_text(e: Exception) -> str:
 
         free_memory()
         return "ran out of memory: choose fewer tasks, a smaller batch size, or try again when the server is less busy"
-    return str(e) or e.__class__.__name__
+    if isinstance(e, (ValueError, OSError)) and str(e):
+        return for_visitor(str(e))
+    return f"something went wrong on the server; it logged the details (reference {ref})"
 
 
 def _end_message(job: Job, stopped: bool) -> str:

@@ -13,6 +13,7 @@ from wemoe_core.running.workbench import adapt_run, build_model, evaluate_run, r
 
 from .config import device, limits
 from .jobs import RUNNING, Job
+from .messages import for_visitor
 from .sessions import ModelEntry, Session
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,8 @@ def make_work(session: Session, pool, tasks: list[str], method: str, hparams: di
             try:
                 adapt_run(run, pool, callback=job.record, should_stop=job.should_stop, device=dev)
             except AdaptationError as e:    # the model keeps the parameters of the last good step
-                error = str(e)
-                log.warning("job %s: %s", job.id, error)
+                log.warning("job %s: %s", job.id, e)
+                error = for_visitor(str(e))
                 if is_out_of_memory(e.__cause__ or e):
                     free_memory()
         seconds = time.perf_counter() - t0

@@ -135,7 +135,9 @@ def _export_tab(c: SimpleNamespace) -> None:
 def _api(c: SimpleNamespace) -> None:
     """Hidden components that give the API endpoints their inputs and outputs."""
     with gr.Row(visible=False):
-        image, model, topk = gr.File(type="filepath"), gr.Textbox(""), gr.Number(5, precision=0)
+        # topk is any JSON value, so a wrong one ("abc") reaches predict's own check and its message
+        # rather than Gradio's conversion error (which names Python types and exceptions)
+        image, model, topk = gr.File(type="filepath"), gr.Textbox(""), gr.JSON(5)
         out, files, go, go2 = gr.JSON(), gr.File(file_count="multiple"), gr.Button(), gr.Button()
     go.click(api.predict, [image, model, topk], out, api_name="predict", concurrency_id="explain", concurrency_limit=4)
     go2.click(api.export, [model], files, api_name="export")

@@ -43,7 +43,7 @@ class Method:
 
     def hparams(self, **values):
         """Validated hyperparameters (ValueError with a clear message otherwise)."""
-        return validate(self.params, values)
+        return validate(self.params, values, owner=self.pretty_name)
 
     def defaults(self) -> dict:
         return {f.name: f.default for f in fields(self.params)}

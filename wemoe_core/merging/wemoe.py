@@ -216,9 +216,9 @@ def upscale(pretrained: nn.Module, finetuned: Sequence, *, init_lambda: float = 
     from ..model.params import validate
 
     if params is None:
-        params = validate(WEMoEParams, init_lambda=init_lambda, router_depth=router_depth, **overrides)
+        params = validate(WEMoEParams, init_lambda=init_lambda, router_depth=router_depth, owner="WEMoE", **overrides)
     else:   # a hand-made WEMoEParams is checked too (NaN, out of range)
-        params = validate(WEMoEParams, dataclasses.asdict(params))
+        params = validate(WEMoEParams, dataclasses.asdict(params), owner="WEMoE")
     if len(finetuned) < 1:
         raise ValueError("upscale needs at least one fine-tuned model")
     names = list(task_names) if task_names else [f"task{t}" for t in range(len(finetuned))]

@@ -53,18 +53,19 @@ def _resolve(annotation, default) -> type:
     return type(default) if default is not None else str
 
 
-def validate(cls, values: Mapping[str, Any] | None = None, **kwargs):
+def validate(cls, values: Mapping[str, Any] | None = None, *, owner: str | None = None, **kwargs):
     """Build ``cls`` from user values, checking type, finiteness, range and choices.
 
     Unknown names, NaN, values outside the declared range, and wrong choices raise a ValueError
-    whose message names the parameter, the valid range and the value received.
+    whose message names the parameter, the valid range and the value received; ``owner`` is what
+    the message calls the settings (``"TIES-merging"``; default: the class's name).
     """
     values = {**(values or {}), **kwargs}
     by_name = {s.name: s for s in specs(cls)}
     unknown = sorted(set(values) - set(by_name))
     if unknown:
-        raise ValueError(f"unknown hyperparameter {unknown[0]!r} for {cls.__name__}; "
-                         f"valid names: {', '.join(by_name)}")
+        raise ValueError(f"unknown hyperparameter {unknown[0]!r} for {owner or cls.__name__}; "
+                         f"valid names: {', '.join(by_name) or 'none (it has no settings)'}")
     out = {}
     for name, spec in by_name.items():
         out[name] = _check(spec, values.get(name, spec.default))
@@ -86,7 +87,10 @@ def _check(spec: Spec, value):
         return num
     if value is None or isinstance(value, spec.type):
         return value
-    raise ValueError(f"{spec.name}={value!r}: expected {spec.type.__name__}")
+    raise ValueError(f"{spec.name}={value!r}: expected {_KINDS.get(spec.type, 'a ' + spec.type.__name__)}")
+
+
+_KINDS = {str: "a text", int: "a whole number", float: "a number", bool: "true or false"}
 
 
 def _number(spec: Spec, value):

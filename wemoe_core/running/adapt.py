@@ -44,6 +44,8 @@ class AdaptParams:
     grad_clip: float = hp(0.0, "Clip the gradient norm to this value; 0 = off", min=0.0, max=1000.0, step=0.1)
 
 
+ADAPTATION = "the adaptation"      # what messages call these settings
+
 PRESETS = {
     "paper": AdaptParams(),
     "tiny8": AdaptParams(steps=400, lr=1e-2, objective="infomax", normalize=True, balance=1.0,
@@ -124,7 +126,8 @@ def adapt(model: MultiTaskModel, data: Mapping[str, Iterator[torch.Tensor]], par
     Data parallel (``distributed=True``, or ``None`` with an initialised process group of two or
     more ranks): every rank passes the same streams of GLOBAL batches and takes its share of each;
     the step equals the one-process step on the global batch (``running/distributed.py``)."""
-    params = validate(AdaptParams, dataclasses.asdict(params) if isinstance(params, AdaptParams) else params)
+    params = validate(AdaptParams, dataclasses.asdict(params) if isinstance(params, AdaptParams) else params,
+                      owner=ADAPTATION)
     tasks = [t for t in model.tasks if t in data]
     if not tasks:
         raise ValueError(f"no adaptation data for any task of the model ({model.tasks})")

@@ -17,7 +17,7 @@ from ..model.params import validate
 from ..model.towers import MultiTaskModel
 from ..pools.base import Pool
 from ..sources.files import Recipe
-from .adapt import AdaptationError, AdaptParams, AdaptResult, StepInfo, adapt
+from .adapt import ADAPTATION, AdaptationError, AdaptParams, AdaptResult, StepInfo, adapt
 from .distributed import Group
 from .expert_shard import upscale_sharded
 from .evaluate import evaluate, routing_share
@@ -86,7 +86,7 @@ def recipe_for(pool: Pool, variant: str, hparams: dict | None = None,
         return method, hp, None
     if isinstance(adapt_params, AdaptParams):
         return method, hp, adapt_params
-    return method, hp, validate(AdaptParams, {**rec_a, **(adapt_params or {})})
+    return method, hp, validate(AdaptParams, {**rec_a, **(adapt_params or {})}, owner=ADAPTATION)
 
 
 def pool_recipe(pool: Pool, method: str) -> tuple[dict, dict]:

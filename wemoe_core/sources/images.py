@@ -18,6 +18,7 @@ first frame; EXIF orientation is applied.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import warnings
@@ -26,6 +27,7 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps
 
+log = logging.getLogger(__name__)
 Source = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
 FORMATS_HINT = "upload a PNG, JPEG, WebP or GIF picture"
 DEFAULT_MAX_BYTES = 10 * 2**20
@@ -45,7 +47,8 @@ def _size_of(source: Source) -> int | None:
         except FileNotFoundError:
             raise ImageError(f"no file at {os.fspath(source)!r}: upload the image again") from None
         except OSError as e:
-            raise ImageError(f"could not read the file ({e.__class__.__name__}): upload it again") from None
+            log.info("could not read %s: %r", os.fspath(source), e)
+            raise ImageError("could not read the file: upload it again") from None
     try:
         pos = source.tell()
         end = source.seek(0, io.SEEK_END)
@@ -129,4 +132,5 @@ def load_image(source: Source, *, max_bytes: int | None = DEFAULT_MAX_BYTES,
         raise ImageError("the image is too large to decode here: resize it and upload it again") from None
     except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for bad files
         what = "truncated" if "truncated" in str(e).lower() else "not a readable image"
-        raise ImageError(f"the file is {what} ({e.__class__.__name__}): {FORMATS_HINT}") from None
+        log.info("image refused as %s: %r", what, e)       # the decoder's own words stay in the log
+        raise ImageError(f"the file is {what}: {FORMATS_HINT}") from None
