@@ -123,21 +123,43 @@ def select_tasks(sid: str | None, tasks: list[str]) -> str:
 
 
 # --- Merge & adapt tab ------------------------------------------------------------------------
-def show_method(name: str, pool_name: str, preset: str) -> tuple:
-    """Method or preset changed: description, group visibility, and the controls' values."""
-    m = get_method(name)
+def _pool_for_controls(pool_name: str | None):
     try:
-        pool = load_pool(pool_name or "tiny8")
+        return load_pool(pool_name or "tiny8")
     except (ValueError, OSError):
-        pool = load_pool("tiny8")
-    group = controls.group_of(name)
+        return load_pool("tiny8")
+
+
+def show_method(name: str, pool_name: str, preset: str) -> tuple:
+    """Method or preset changed: description, the Advanced accordion (title, shown or not), and
+    every control's value and visibility (only the settings that apply to this method)."""
+    m = get_method(name)
+    pool = _pool_for_controls(pool_name)
     values = controls.preset_values(pool, name, "paper" if preset == "paper" else "recipe", limits().max_steps)
+    full = {(g, s.name): values.get((g, s.name), s.default) for g, s in controls.LAYOUT}
     kind = "learns at test time (runs in the background)" if m.adaptive else "static merge (instant)"
-    text = (f"**{m.pretty_name}**: {m.summary} [Paper]({m.reference_url}). *{kind}*\n\n"
+    none = "" if controls.groups_of(name) else " It has no settings: it uses the fine-tuned models as they are."
+    text = (f"**{m.pretty_name}**: {m.summary} [Paper]({m.reference_url}). *{kind}*{none}\n\n"
             + controls.recipe_note(pool, name))
-    vis = [gr.update(visible=g == group or (g == controls.ADAPT and m.adaptive)) for g in controls.GROUPS]
-    vals = [gr.update(value=values[(g, s.name)]) if (g, s.name) in values else gr.update() for g, s in controls.LAYOUT]
-    return (text, *vis, *vals)
+    vis = controls.applicable(name, full)
+    ctls = [gr.update(value=values[(g, s.name)], visible=v) if (g, s.name) in values else gr.update(visible=v)
+            for (g, s), v in zip(controls.LAYOUT, vis)]
+    preset_box = gr.update(visible=controls.has_recipe(pool, name))      # a choice only when the two differ
+    return (text, preset_box, *_advanced(pool, name, full), *ctls)
+
+
+def refresh_controls(name: str, pool_name: str, *values) -> tuple:
+    """A control changed: which settings apply now (``rank`` appears with compress=lowrank) and
+    what the Advanced accordion's title says differs from the recipe. Values stay as typed."""
+    pool = _pool_for_controls(pool_name)
+    vis = controls.applicable(name, list(values))
+    return (*_advanced(pool, name, list(values)), *[gr.update(visible=v) for v in vis])
+
+
+def _advanced(pool, name: str, values) -> list:
+    """The accordion (title, shown or not), then its headings."""
+    box = gr.update(label=controls.advanced_title(pool, name, values), visible=controls.has_advanced(name, values))
+    return [box, *[gr.update(visible=v) for v in controls.headings_shown(name, values)]]
 
 
 def start(sid: str | None, pool_name: str, tasks: list[str], method: str, *values) -> tuple:

@@ -21,6 +21,7 @@ INTRO = ("Merge fine-tuned vision transformers and look inside the merge. **1** 
          "WEMoE's router, **4** compare, **5** learn why, **6** export.")
 CSS = views.CSS + """
 #wm-header {margin-bottom: 0;} .wm-small {font-size: 12px; color: #666;}
+.wm-heading {margin: 6px 0 -4px 2px;}
 """
 
 
@@ -57,28 +58,40 @@ def _merge_tab(c: SimpleNamespace, pool) -> None:
                 c.preset = gr.Radio([("recommended for this pool", "recipe"), ("paper defaults", "paper")],
                                     value="recipe", label="starting values")
                 c.method_md = gr.Markdown()
+                _settings(c, pool)
                 with gr.Row():
                     c.run_btn = gr.Button("Run", variant="primary", elem_id="wm-run")
                     c.stop_btn = gr.Button("Stop", variant="stop", elem_id="wm-stop")
-                c.groups, c.controls = [], []
-                values = {}
-                for m in reversed(METHODS.values()):     # the first method of a group sets its values
-                    values |= controls.preset_values(pool, m.name, "recipe", limits().max_steps)
-                own = controls.group_of(DEFAULT_METHOD)
-                for g in controls.GROUPS:
-                    title = "adaptation (test-time, unlabeled images)" if g == controls.ADAPT else "hyperparameters"
-                    with gr.Accordion(title, open=True, visible=g in (own, controls.ADAPT)) as box:
-                        for grp, spec in controls.LAYOUT:
-                            if grp == g:
-                                c.controls.append(controls.component(spec, values.get((g, spec.name), spec.default),
-                                                                     limits().max_steps))
-                    c.groups.append(box)
             with gr.Column(scale=3):
                 c.progress = gr.HTML(views.progress(0, "idle"), elem_id="wm-progress")
                 c.job_md = gr.Markdown(f"Jobs run in the background on **{device_label()}**; the rest of the page stays usable.")
                 c.entropy_plot = gr.Plot(label="entropy per task", elem_id="wm-entropy")
                 c.routing_plot = gr.Plot(label="routing / coefficients", elem_id="wm-routing")
         c.timer = gr.Timer(0.5, active=False)
+
+
+def _settings(c: SimpleNamespace, pool) -> None:
+    """The method's controls, generated from the registry (see ``controls``): its main settings
+    up front, the rest in a closed accordion; only those that apply are shown."""
+    values = {}
+    for name in [*reversed(METHODS), DEFAULT_METHOD]:       # the page opens on the default method
+        values |= controls.preset_values(pool, name, "recipe", limits().max_steps)
+    values = {(g, s.name): values.get((g, s.name), s.default) for g, s in controls.LAYOUT}
+    shown = controls.applicable(DEFAULT_METHOD, values)
+
+    def make(i: int):
+        g, spec = controls.LAYOUT[i]
+        return controls.component(spec, values[g, spec.name], limits().max_steps, visible=shown[i], group=g)
+
+    c.controls, c.headings = [make(i) for i in range(controls.N_MAIN)], []
+    heads = dict(zip(controls.ADVANCED_GROUPS, controls.headings_shown(DEFAULT_METHOD, values)))
+    with gr.Accordion(controls.advanced_title(pool, DEFAULT_METHOD, values), open=False, elem_id="wm-advanced",
+                      visible=controls.has_advanced(DEFAULT_METHOD, values)) as c.advanced:
+        for i in range(controls.N_MAIN, len(controls.LAYOUT)):
+            g = controls.LAYOUT[i][0]
+            if len(c.headings) < len(controls.ADVANCED_GROUPS) and g == controls.ADVANCED_GROUPS[len(c.headings)]:
+                c.headings.append(gr.Markdown(controls.HEADINGS[g], visible=heads[g], elem_classes="wm-heading"))
+            c.controls.append(make(i))
 
 
 def _explore_tab(c: SimpleNamespace) -> None:
@@ -137,7 +150,7 @@ def _api(c: SimpleNamespace) -> None:
     with gr.Row(visible=False):
         # topk is any JSON value, so a wrong one ("abc") reaches predict's own check and its message
         # rather than Gradio's conversion error (which names Python types and exceptions)
-        image, model, topk = gr.File(type="filepath"), gr.Textbox(""), gr.JSON(5)
+        image, model, topk = gr.File(type="filepath"), gr.Textbox(""), gr.JSON("5")
         out, files, go, go2 = gr.JSON(), gr.File(file_count="multiple"), gr.Button(), gr.Button()
     go.click(api.predict, [image, model, topk], out, api_name="predict", concurrency_id="explain", concurrency_limit=4)
     go2.click(api.export, [model], files, api_name="export")
@@ -155,13 +168,18 @@ def _wire(c: SimpleNamespace, demo: gr.Blocks) -> None:
     demo.load(_safe(callbacks.resume), [c.sid], [c.sid, c.timer, c.job_md, *views_out], **PRIVATE)
     demo.load(_safe(callbacks.pools_status), None, [c.pool_dd, c.pools_md], **PRIVATE)
     demo.load(_safe(explore.gallery), [c.sid], [c.gallery], **PRIVATE)
-    method_out = [c.method_md, *c.groups, *c.controls]
+    method_out = [c.method_md, c.preset, c.advanced, *c.headings, *c.controls]
     c.pool_dd.input(_safe(callbacks.select_pool), [c.sid, c.pool_dd], [c.pool_dd, c.tasks_cb, c.tasks_df, c.models_md], **PRIVATE
                     ).then(_safe(explore.gallery), [c.sid], [c.gallery], **PRIVATE
                            ).then(_safe(callbacks.show_method), [c.method, c.pool_dd, c.preset], method_out, **PRIVATE)
     c.tasks_cb.input(_safe(callbacks.select_tasks), [c.sid, c.tasks_cb], [c.models_md], **PRIVATE)
     for trigger in (c.method.input, c.preset.input):
         trigger(_safe(callbacks.show_method), [c.method, c.pool_dd, c.preset], method_out, **PRIVATE)
+    conditions = {s.when[0] for _, s in controls.LAYOUT if s.when}
+    for i, (g, spec) in enumerate(controls.LAYOUT):          # what applies, and the accordion's title
+        if i >= controls.N_MAIN or spec.name in conditions:
+            c.controls[i].input(_safe(callbacks.refresh_controls), [c.method, c.pool_dd, *c.controls],
+                                [c.advanced, *c.headings, *c.controls], show_progress="hidden", queue=False, **PRIVATE)
     demo.load(_safe(callbacks.show_method), [c.method, c.pool_dd, c.preset], method_out, **PRIVATE
               ).then(_safe(warm_up), None, None, **PRIVATE)     # the page first, then the slow import
     c.run_btn.click(_safe(callbacks.start), [c.sid, c.pool_dd, c.tasks_cb, c.method, *c.controls],

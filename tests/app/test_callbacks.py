@@ -68,12 +68,66 @@ def test_recipe_and_paper_presets_differ_and_are_named(pool):
     assert hp == {"scale": 1.0, "density": 0.5, "topk": "global"} and ap is None
 
 
+def _shown(updates) -> set[tuple[str, str]]:
+    return {(g, s.name) for (g, s), u in zip(controls.LAYOUT, updates) if u["visible"]}
+
+
 def test_show_method_shows_only_its_controls(pool):
     out = callbacks.show_method("ties", "tiny8", "paper")
-    text, vis = out[0], out[1:1 + len(controls.GROUPS)]
+    n = len(controls.ADVANCED_GROUPS)
+    text, preset, advanced, ctls = out[0], out[1], out[2], out[3 + n:]
+    assert preset["visible"] is False                                   # no tiny8 recipe for TIES: one choice
     assert "TIES" in text and "arxiv.org" in text
-    shown = {g for g, u in zip(controls.GROUPS, vis) if u["visible"]}
-    assert shown == {"TiesParams"}
+    assert _shown(ctls) == {("TiesParams", n) for n in ("scale", "density", "topk")}
+    assert advanced["visible"] is False                                 # nothing else to tune
+    text, preset, advanced, *rest = callbacks.show_method("average", "tiny8", "recipe")
+    assert not _shown(rest[n:]) and "no settings" in text and advanced["visible"] is False
+    assert preset["visible"] is False and not any(h["visible"] for h in rest[:n])
+
+
+def test_controls_follow_the_declarations(pool):
+    """WEMoE: its three main settings up front, the rest in the accordion; rank and density only
+    with their compression, balance only with softmax routing; hidden settings are sent as
+    their defaults; the accordion's title says what differs from the recipe."""
+    n = len(controls.ADVANCED_GROUPS)
+    text, preset, advanced, *rest = callbacks.show_method("wemoe", "tiny8", "recipe")
+    heads, ctls = rest[:n], rest[n:]
+    assert [h["visible"] for h in heads] == [g in ("WEMoEParams", controls.ADAPT) for g in controls.ADVANCED_GROUPS]
+    shown = _shown(ctls)
+    main = {n for (g, n) in shown if (g, n) in controls.MAIN}
+    assert main == {"router_depth", "steps", "lr"} == set(METHODS["wemoe"].main)
+    assert all(i < controls.N_MAIN for i, (g, s) in enumerate(controls.LAYOUT) if (g, s.name) in controls.MAIN)
+    assert ("WEMoEParams", "rank") not in shown and ("WEMoEParams", "density") not in shown
+    assert advanced["visible"] and advanced["label"].startswith("Advanced settings")
+    values = values_for(pool, "wemoe")
+    at = {(g, s.name): i for i, (g, s) in enumerate(controls.LAYOUT)}
+    softmax = values[at["WEMoEParams", "routing"]] == "softmax"
+    assert (("adapt", "balance") in shown) == softmax
+    if pool.recipes.get("wemoe"):
+        assert "as in the tiny8 recipe" in advanced["label"]
+    lowrank = values_for(pool, "wemoe", compress="lowrank", blocks=2, routing="dense")
+    adv, *vis = callbacks.refresh_controls("wemoe", "tiny8", *lowrank)
+    shown = _shown(vis[n:])
+    assert ("WEMoEParams", "rank") in shown and ("WEMoEParams", "density") not in shown
+    assert ("adapt", "balance") not in shown
+    assert "changed from" in adv["label"] and "blocks 2" in adv["label"] and "compress lowrank" in adv["label"]
+    hp, ap = controls.split_values("wemoe", values_for(pool, "wemoe", routing="dense", balance=3.0))
+    assert hp["routing"] == "dense" and ap["balance"] == 0.0            # hidden: sent as its default
+    hp, ap = controls.split_values("adamerging_layer", values_for(pool, "adamerging_layer", balance=3.0))
+    assert ap["balance"] == 0.0 and set(hp) == {"init", "clamp"}
+
+
+def test_a_recipe_setting_that_stops_applying_falls_back_to_its_default(pool):
+    """The API and the CLI start from the recipe too: switching WEMoE to dense routing drops the
+    recipe's load balancing (softmax only) instead of refusing; a balance the caller asked for
+    is kept (and adapt() says why it cannot be)."""
+    from wemoe_core.running.workbench import recipe_for
+
+    if not pool.recipes.get("wemoe", {}).get("adapt", {}).get("balance"):
+        pytest.skip("the installed Tiny-8 zoo's recipe has no load balancing")
+    assert recipe_for(pool, "wemoe")[2].balance > 0
+    assert recipe_for(pool, "wemoe", {"routing": "dense"})[2].balance == 0.0
+    assert recipe_for(pool, "wemoe", {"routing": "dense"}, {"balance": 2.0})[2].balance == 2.0
 
 
 def test_one_task_and_absurd_values_give_messages_not_jobs(sid, pool):

@@ -61,6 +61,41 @@ def test_models_tab_lists_tasks_and_pools(page, shots):
     shot(page, shots / "models.png")
 
 
+def test_each_method_shows_only_the_settings_that_apply(page, shots):
+    """Per method: its main settings up front (the registry's ``main``), the rest in a closed
+    accordion whose title compares them with the recipe; rank appears only with low-rank experts."""
+    from app import controls
+    from wemoe_core.merging.registry import METHODS
+
+    tab(page, "Merge")
+    panel = page.locator("#wm-run").locator("xpath=ancestor::div[contains(@class,'column')][1]")
+    for m in METHODS.values():
+        page.get_by_label(m.pretty_name, exact=True).check()
+        page.get_by_text(f"{m.pretty_name}:").first.wait_for()
+        for i, (g, spec) in enumerate(controls.LAYOUT[:controls.N_MAIN]):
+            wanted = g in controls.groups_of(m.name) and spec.name in m.main
+            control = page.locator(f"#{controls.elem_id(g, spec.name)}")
+            control.wait_for(state="visible" if wanted else "hidden")
+        advanced = page.locator("#wm-advanced")
+        assert advanced.is_visible() == (m.name in ("wemoe", "adamerging_task", "adamerging_layer")), m.name
+        shot(panel, shots / f"panel-{m.name}.png")
+    page.get_by_label("WEMoE", exact=True).check()
+    advanced = page.locator("#wm-advanced")
+    advanced.get_by_text("Advanced settings").first.click()
+    rank = page.locator(f"#{controls.elem_id('WEMoEParams', 'rank')}")
+    assert not rank.is_visible()                                           # compress is "none"
+    page.locator(f"#{controls.elem_id('WEMoEParams', 'compress')} input").first.click()
+    page.get_by_role("option", name="lowrank").click()
+    rank.wait_for(state="visible")
+    advanced.get_by_text("changed from").first.wait_for()                  # the title says what differs
+    assert "compress lowrank" in advanced.text_content()
+    shot(panel, shots / "panel-wemoe-advanced.png")
+    page.locator(f"#{controls.elem_id('WEMoEParams', 'compress')} input").first.click()
+    page.get_by_role("option", name="none").click()                        # as it was, for the runs below
+    rank.wait_for(state="hidden")
+    advanced.get_by_text("Advanced settings").first.click()
+
+
 def test_static_merge_then_followed_wemoe_job(page, app_url, shots):  # noqa: F811
     run_method(page, "Task arithmetic")
     page.get_by_text(re.compile(r"Task arithmetic #1 finished")).wait_for()

@@ -40,6 +40,9 @@ class Method:
     params: type                      # frozen dataclass of hyperparameters
     build: Callable                   # (pretrained, finetuned, params, task_names) -> encoder
     adaptive: bool = False            # True: train with ``adapt`` after building
+    # The settings that matter most, up front in a UI (names of ``params`` or, for adaptive
+    # methods, of the adaptation's ``AdaptParams``); the rest are "advanced".
+    main: tuple[str, ...] = ()
 
     def hparams(self, **values):
         """Validated hyperparameters (ValueError with a clear message otherwise)."""
@@ -90,18 +93,19 @@ _METHODS = [
            "Average the fine-tuned weights (model soups).", NoParams, _static(static.average)),
     Method("task_arithmetic", "Task arithmetic", "https://arxiv.org/abs/2212.04089",
            "Add λ times the sum of the task vectors to the pre-trained weights.", TaskArithmeticParams,
-           _static(static.task_arithmetic)),
+           _static(static.task_arithmetic), main=("scale",)),
     Method("ties", "TIES-merging", "https://arxiv.org/abs/2306.01708",
            "Trim small task-vector entries, elect a sign per entry, average the agreeing ones.", TiesParams,
-           _static(static.ties)),
+           _static(static.ties), main=("density", "scale", "topk")),
     Method("adamerging_task", "AdaMerging (task-wise)", "https://arxiv.org/abs/2310.02575",
            "Task arithmetic with one coefficient per task, learned by entropy minimisation on unlabeled test images.",
-           AdaMergingParams, _adamerging("task"), adaptive=True),
+           AdaMergingParams, _adamerging("task"), adaptive=True, main=("init", "steps", "lr")),
     Method("adamerging_layer", "AdaMerging (layer-wise)", "https://arxiv.org/abs/2310.02575",
-           "One learned coefficient per task and per layer.", AdaMergingParams, _adamerging("layer"), adaptive=True),
+           "One learned coefficient per task and per layer.", AdaMergingParams, _adamerging("layer"), adaptive=True,
+           main=("init", "steps", "lr")),
     Method("wemoe", "WEMoE", "https://arxiv.org/abs/2402.00433",
            "Keep the task vectors as experts; a router per layer mixes them anew for every image.",
-           WEMoEParams, _wemoe, adaptive=True),
+           WEMoEParams, _wemoe, adaptive=True, main=("router_depth", "steps", "lr")),
 ]
 METHODS: dict[str, Method] = {m.name: m for m in _METHODS}
 STATIC_MERGES = {"average": static.average, "task_arithmetic": static.task_arithmetic, "ties": static.ties}

@@ -26,11 +26,26 @@ class Spec:
     min_open: bool = False          # True: the minimum itself is excluded, as in density in (0, 1]
     choices: tuple | None = None
     step: float | None = None       # a sensible slider step
+    when: tuple[str, tuple] | None = None   # (other field, values): it applies only then
+
+    def applies(self, values: Mapping[str, Any]) -> bool:
+        """Whether this setting has any effect, given the other settings' ``values`` (a field
+        its condition names but ``values`` lacks: it does not apply)."""
+        if self.when is None:
+            return True
+        other, allowed = self.when
+        return other in values and values[other] in allowed
 
 
-def hp(default, help: str, *, unit: str = "", min=None, max=None, min_open=False, choices=None, step=None):
-    """Declare a hyperparameter field with its explanation, unit and valid range."""
-    meta = dict(help=help, unit=unit, min=min, max=max, min_open=min_open, choices=choices, step=step)
+def hp(default, help: str, *, unit: str = "", min=None, max=None, min_open=False, choices=None, step=None,
+       when: tuple[str, Any] | None = None):
+    """Declare a hyperparameter field with its explanation, unit and valid range. ``when=(name,
+    value)`` (or a tuple of values) says it applies only while the field ``name`` has that value,
+    e.g. ``rank`` only with ``compress="lowrank"``; a UI hides it otherwise."""
+    if when is not None:
+        other, allowed = when
+        when = (other, tuple(allowed) if isinstance(allowed, (tuple, list, set)) else (allowed,))
+    meta = dict(help=help, unit=unit, min=min, max=max, min_open=min_open, choices=choices, step=step, when=when)
     return field(default=default, metadata=meta)
 
 

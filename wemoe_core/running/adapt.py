@@ -39,7 +39,7 @@ class AdaptParams:
     schedule: str = hp("cosine", "Learning-rate schedule", choices=("cosine", "constant"))
     objective: str = hp("entropy", "entropy: Shannon entropy of each prediction (paper); infomax: entropy minus the entropy of the batch-mean prediction (keeps predictions diverse)", choices=("entropy", "infomax"))
     normalize: bool = hp(False, "Divide each task's loss by its step-0 value and average over tasks, so no task dominates")
-    balance: float = hp(0.0, "Weight of router load balancing, KL(batch-mean routing || uniform); softmax routing only", min=0.0, max=100.0, step=0.1)
+    balance: float = hp(0.0, "Weight of router load balancing, KL(batch-mean routing || uniform); softmax routing only", min=0.0, max=100.0, step=0.1, when=("routing", "softmax"))
     logit_scale: float = hp(0.0, "Logit scale inside the loss; 0 = each head's own (100 for CLIP)", min=0.0, max=1000.0, step=1.0)
     grad_clip: float = hp(0.0, "Clip the gradient norm to this value; 0 = off", min=0.0, max=1000.0, step=0.1)
 

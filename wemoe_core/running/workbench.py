@@ -13,7 +13,7 @@ from torch import nn
 from ..merging.registry import METHODS, build, get_method
 from ..merging.wemoe import WEMoE
 from ..model.data import labeled_batches, unlabeled_stream
-from ..model.params import validate
+from ..model.params import specs, validate
 from ..model.towers import MultiTaskModel
 from ..pools.base import Pool
 from ..sources.files import Recipe
@@ -86,7 +86,19 @@ def recipe_for(pool: Pool, variant: str, hparams: dict | None = None,
         return method, hp, None
     if isinstance(adapt_params, AdaptParams):
         return method, hp, adapt_params
-    return method, hp, validate(AdaptParams, {**rec_a, **(adapt_params or {})}, owner=ADAPTATION)
+    given = dict(adapt_params or {})
+    ad = _applying(AdaptParams, {**rec_a, **given}, keep=given, context=hp)
+    return method, hp, validate(AdaptParams, ad, owner=ADAPTATION)
+
+
+def _applying(cls, values: dict, keep: dict, context: dict) -> dict:
+    """``values`` with each setting the recipe (not the caller) gave reset to its default when it
+    does not apply under the other settings (a recipe's ``balance`` once routing is "dense")."""
+    out = dict(values)
+    for spec in specs(cls):
+        if spec.name in out and spec.name not in keep and not spec.applies({**context, **out}):
+            out[spec.name] = spec.default
+    return out
 
 
 def pool_recipe(pool: Pool, method: str) -> tuple[dict, dict]:
