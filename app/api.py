@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 
 from wemoe_core.merging.registry import get_method
-from wemoe_core.running.workbench import recipe_for
+from wemoe_core.running.recipes import recipe_for
 
 from . import callbacks
 from .config import default_pool, limits

@@ -17,12 +17,10 @@ import pandas as pd
 from wemoe_core.merging.registry import get_method
 from wemoe_core.model.params import validate
 from wemoe_core.pools import Availability, list_pools, load_pool
-from wemoe_core.running.adapt import AdaptParams
-from wemoe_core.running.export import export_run
-from wemoe_core.sources.files import atomic_write_text
+from wemoe_core.running.params import AdaptParams
 
 from . import confine, controls, figures, views
-from .config import device, limits
+from .config import device, device_label, limits
 from .jobs import FINISHED, JOBS, JobRefused
 from .messages import for_visitor
 from .runs import make_work
@@ -251,7 +249,8 @@ def resume(sid: str | None) -> tuple:
     s = STORE.resume(sid)
     job = JOBS.get(s.id, s.job_id)
     running = job is not None and not job.finished
-    status = f"{job.label} is running: following it again." if running else ""
+    status = (f"{job.label} is running: following it again." if running else
+              f"Jobs run in the background on **{device_label()}**; the rest of the page stays usable.")
     return (s.id, gr.update(active=running), status, *session_views(s))
 
 
@@ -318,6 +317,9 @@ def export(sid: str | None, model_id: str | None) -> tuple[list[str] | None, str
         old, s.export_dir = s.export_dir, folder
     if old:
         shutil.rmtree(old, ignore_errors=True)
+    from wemoe_core.running.export import export_run
+    from wemoe_core.sources.files import atomic_write_text
+
     with m.lock:
         files = export_run(m.run, load_pool(m.pool), folder, m.label)
     csv = folder / "results.csv"

@@ -66,9 +66,11 @@ def default_pool() -> str:
 
 @functools.lru_cache(maxsize=1)
 def device() -> str:
-    """WEMOE_DEVICE (``cpu``, ``cuda``, ``cuda:1``...), else ``cuda`` when available."""
+    """WEMOE_DEVICE (``cpu``, ``cuda``, ``cuda:1``...), else ``cuda`` when available. The first
+    call imports torch and applies WEMOE_THREADS: the page itself is built without torch."""
     import torch
 
+    set_threads()
     wanted = os.environ.get("WEMOE_DEVICE", "").strip()
     if wanted:
         if wanted.startswith("cuda") and not torch.cuda.is_available():
@@ -92,12 +94,14 @@ _WARM = threading.Lock()      # taken once, never released: one warm-up per proc
 
 
 def warm_up() -> None:
-    """Import open_clip (seconds) in the background once a first page has loaded, so the page
-    itself appears without waiting for it and the first model built later does not either."""
+    """Import torch and open_clip (seconds) in the background once a first page has loaded, so
+    the page itself appears without waiting for them and the first model built later does not
+    either (a request that needs them meanwhile waits for the same import, never a second one)."""
     if not _WARM.acquire(blocking=False):
         return
 
     def work() -> None:
+        device()
         import open_clip  # noqa: F401
 
     threading.Thread(target=work, name="warm-up", daemon=True).start()

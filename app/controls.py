@@ -23,8 +23,8 @@ import gradio as gr
 
 from wemoe_core.merging.registry import METHODS, get_method
 from wemoe_core.model.params import Spec, specs
-from wemoe_core.running.adapt import AdaptParams
-from wemoe_core.running.workbench import recipe_for
+from wemoe_core.running.params import AdaptParams
+from wemoe_core.running.recipes import recipe_for
 
 ADAPT = "adapt"
 Slot = tuple[str, Spec]          # (group, declaration)

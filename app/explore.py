@@ -16,8 +16,6 @@ from PIL import Image
 
 from wemoe_core.merging.registry import get_method
 from wemoe_core.pools import load_pool
-from wemoe_core.running.analysis import example_images, explain_image, model_view
-from wemoe_core.running.workbench import build_model
 from wemoe_core.sources.images import load_image
 
 from . import figures, views
@@ -58,6 +56,8 @@ def examples(pool_name: str, per_task: int = 2) -> list[tuple[str, str, str]]:
             out += [(str(p), t, p.stem.split("_", 1)[-1].replace("-", " ")) for p in shipped]
             continue
         (folder / t).mkdir(parents=True, exist_ok=True)
+        from wemoe_core.running.analysis import example_images
+
         for i, (pixels, label) in enumerate(example_images(pool, t, per_task)):
             path = folder / t / f"{i}.png"
             if not path.exists():
@@ -112,6 +112,8 @@ _default_lock = threading.Lock()
 @functools.lru_cache(maxsize=4)
 def _default(pool_name: str) -> ModelEntry:
     pool = usable_pool(pool_name)
+    from wemoe_core.running.workbench import build_model
+
     run = build_model(pool, pool.tasks, "task_arithmetic")
     run.model.to(device())
     pretty = get_method("task_arithmetic").pretty_name
@@ -128,6 +130,8 @@ def default_entry(pool_name: str) -> ModelEntry:
 def ask(s: Session, m: ModelEntry, topk: int = 5):
     """The model's explanation of the session's image (cached for overlay redraws)."""
     with m.lock:
+        from wemoe_core.running.analysis import explain_image
+
         ex = explain_image(m.run, load_pool(m.pool), s.image, topk=topk, device=device())
     with s.lock:
         s.explanations[m.id] = ex
@@ -185,6 +189,8 @@ def overlay_figure(s: Session, route: ModelEntry, ex, layer: str, expert: str | 
     pool = load_pool(route.pool)
     t = titles(pool)
     names = [t.get(e, e) for e in ex.experts]
+    from wemoe_core.running.analysis import model_view
+
     pixels = model_view(pool, s.image)
     cls = ex.token_routing[m, 0]
     note = f"CLS token: strongest {names[int(cls.argmax())]} ({cls.max():.2f})"

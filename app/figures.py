@@ -4,22 +4,39 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import base64
+import functools
 import io
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
-import plotly.io as pio
-from plotly.subplots import make_subplots
 
 PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B", "#9D755D",
            "#FF9DA6", "#BAB0AC")
 FONT = dict(family="Inter, system-ui, sans-serif", size=13)
 GRID = dict(gridcolor="#EBF0F8", zerolinecolor="#EBF0F8", linecolor="#EBF0F8", automargin=True)
-# A small template: plotly's "plotly_white" is deep-copied and validated on every use (about
-# 30 ms of CPU per figure), most of a prediction's time.
-pio.templates["wemoe"] = go.layout.Template(layout=dict(
-    plot_bgcolor="white", paper_bgcolor="white", xaxis=GRID, yaxis=GRID, hoverlabel=dict(font_size=12)))
+
+
+@functools.lru_cache(maxsize=1)
+def _plotly():
+    """plotly.graph_objects, imported with the first figure (not with the page), and our template.
+    A small template: plotly's "plotly_white" is deep-copied and validated on every use (about
+    30 ms of CPU per figure), most of a prediction's time."""
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    pio.templates["wemoe"] = go.layout.Template(layout=dict(
+        plot_bgcolor="white", paper_bgcolor="white", xaxis=GRID, yaxis=GRID, hoverlabel=dict(font_size=12)))
+    return go
+
+
+class _LazyPlotly:
+    """``go.Figure`` and friends, resolved on first use."""
+
+    def __getattr__(self, name: str):
+        return getattr(_plotly(), name)
+
+
+go = _LazyPlotly()
 
 
 def colour(i: int) -> str:
@@ -62,6 +79,8 @@ def routing_live(now: np.ndarray, own: Mapping[str, Sequence[float]], steps: Seq
     or AdaMerging's coefficients. Right: each task's own expert weight / coefficient over steps."""
     names = [titles.get(t, t) for t in tasks]
     coeffs = kind == "coefficients"
+    from plotly.subplots import make_subplots
+
     fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.14,
                         subplot_titles=("coefficients now (rows: layers)" if coeffs else "routing now (mean over layers)",
                                         "coefficient of each task" if coeffs else "weight of each task's own expert"))

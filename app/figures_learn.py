@@ -5,9 +5,8 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 
-from .figures import _layout, colour
+from .figures import _layout, colour, go
 
 
 def cosine(df: pd.DataFrame, titles: Mapping[str, str]) -> go.Figure:

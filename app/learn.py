@@ -16,8 +16,6 @@ from typing import Iterator
 import gradio as gr
 import pandas as pd
 
-from wemoe_core.running import analysis as an
-
 from . import figures, figures_learn
 from .callbacks import titles, usable_pool
 from .explore import ask, examples, open_image
@@ -46,11 +44,17 @@ def figure_names() -> list[str]:
     return [f for _, f in sections() if f]
 
 
-_STEPS = (("cosine", "comparing task vectors", lambda p, t: an.task_vector_cosine(p, t)),
-          ("memory", "counting parameters", lambda p, t: an.memory_table(p, t)),
-          ("lambda", "sweeping λ for task arithmetic", lambda p, t: an.lambda_sweep(p, t, limit=LIMIT)),
+def _an():
+    from wemoe_core.running import analysis      # torch: imported when the tab first measures
+
+    return analysis
+
+
+_STEPS = (("cosine", "comparing task vectors", lambda p, t: _an().task_vector_cosine(p, t)),
+          ("memory", "counting parameters", lambda p, t: _an().memory_table(p, t)),
+          ("lambda", "sweeping λ for task arithmetic", lambda p, t: _an().lambda_sweep(p, t, limit=LIMIT)),
           ("selection", "running every fine-tuned model on every test image",
-           lambda p, t: an.selection_baseline(p, t, limit=LIMIT)))
+           lambda p, t: _an().selection_baseline(p, t, limit=LIMIT)))
 
 
 def figures_for(sid: str | None) -> Iterator[tuple]:

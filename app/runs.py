@@ -8,8 +8,8 @@ import time
 from typing import Callable
 
 from wemoe_core.merging.registry import get_method
-from wemoe_core.running.adapt import AdaptationError, AdaptParams, is_out_of_memory
-from wemoe_core.running.workbench import adapt_run, build_model, evaluate_run, recipe_for, routing_table
+from wemoe_core.running.params import AdaptParams
+from wemoe_core.running.recipes import recipe_for
 
 from .config import device, limits
 from .jobs import RUNNING, Job
@@ -47,6 +47,9 @@ def make_work(session: Session, pool, tasks: list[str], method: str, hparams: di
     variant = variant_of(pool, method, hparams, dataclasses.asdict(adapt) if adapt else None)
 
     def work(job: Job) -> ModelEntry:
+        from wemoe_core.running.adapt import AdaptationError, is_out_of_memory
+        from wemoe_core.running.workbench import adapt_run, build_model, evaluate_run, routing_table
+
         dev, t0 = device(), time.perf_counter()
         job.set_state(RUNNING, f"building {m.pretty_name} from {len(tasks)} fine-tuned models")
         run = build_model(pool, tasks, method, hparams, adapt)

@@ -11,7 +11,7 @@ from wemoe_core.merging.registry import METHODS
 from wemoe_core.pools import load_pool
 
 from . import api, callbacks, controls, explore, learn, views
-from .config import default_pool, device_label, limits, set_threads, warm_up
+from .config import default_pool, limits, warm_up
 
 log = logging.getLogger(__name__)
 PRIVATE = dict(api_visibility="private")
@@ -64,7 +64,7 @@ def _merge_tab(c: SimpleNamespace, pool) -> None:
                     c.stop_btn = gr.Button("Stop", variant="stop", elem_id="wm-stop")
             with gr.Column(scale=3):
                 c.progress = gr.HTML(views.progress(0, "idle"), elem_id="wm-progress")
-                c.job_md = gr.Markdown(f"Jobs run in the background on **{device_label()}**; the rest of the page stays usable.")
+                c.job_md = gr.Markdown("Jobs run in the background; the rest of the page stays usable.")
                 c.entropy_plot = gr.Plot(label="entropy per task", elem_id="wm-entropy")
                 c.routing_plot = gr.Plot(label="routing / coefficients", elem_id="wm-routing")
         c.timer = gr.Timer(0.5, active=False)
@@ -203,16 +203,15 @@ def _wire(c: SimpleNamespace, demo: gr.Blocks) -> None:
 
 
 def build_demo() -> gr.Blocks:
-    """The whole app. Cheap: no model is built until a visitor asks for one."""
-    set_threads()
+    """The whole app. Cheap: no model is built until a visitor asks for one, and torch is not even
+    imported (the first page load starts that in the background: ``config.warm_up``)."""
     pool = load_pool(default_pool())
     c = SimpleNamespace()
     ttl = limits().files_ttl_s          # Gradio deletes uploads and served files this old, checking
     with gr.Blocks(title="WEMoE Explorer", delete_cache=(min(3600, ttl), ttl)) as demo:    # hourly at most
         c.sid = gr.BrowserState(None, storage_key="wemoe-explorer-session")
         c.seen = gr.State(-1)
-        gr.Markdown(f"# WEMoE Explorer\n{INTRO}\n\n<span class='wm-small'>Computing on **{device_label()}**.</span>",
-                    elem_id="wm-header")
+        gr.Markdown(f"# WEMoE Explorer\n{INTRO}", elem_id="wm-header")
         with gr.Tabs():
             _models_tab(c, pool)
             _merge_tab(c, pool)

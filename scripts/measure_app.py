@@ -1,11 +1,17 @@
 """Measure the app's targets on this machine with Tiny-8 and print one JSON line:
 
-- start-up: ``python app.py`` until the page answers, and until chromium shows the tabs;
+- start-up: ``python app.py`` until the page answers (HTTP 200) and until chromium shows the
+  tabs; once **cold** (the repository's ``__pycache__`` folders removed first, as after a fresh
+  clone: this run compiles and writes them) and ``--runs`` times **warm** (they are there);
 - predict: server time of Explore's predict (TA + WEMoE side by side, heatmap and overlay drawn),
   and the round trip of ``/predict`` through gradio_client;
 - a WEMoE adaptation of N steps (the pool's recipe): wall time and progress updates per second.
 
-    WEMOE_TINY8_DIR=/tmp/tiny8_app .venv/bin/python scripts/measure_app.py --steps 200
+The app runs as the README's command runs it: the caller's environment as it is (set
+``HF_HUB_OFFLINE=1`` or ``GRADIO_ANALYTICS_ENABLED=False`` yourself to measure with them),
+except that Python may write its byte-code caches (``PYTHONDONTWRITEBYTECODE`` is dropped).
+
+    .venv/bin/python scripts/measure_app.py --steps 200 --runs 5
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -21,15 +28,43 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+CODE = ("app", "wemoe_core")          # what `python app.py` imports from the repository
 
 
-def startup(port: int) -> dict:
+def drop_bytecode() -> int:
+    """Remove the repository's byte-code caches, as a fresh clone has none; returns how many."""
+    found = [d for top in CODE for d in (ROOT / top).rglob("__pycache__")]
+    for d in found:
+        shutil.rmtree(d, ignore_errors=True)
+    return len(found)
+
+
+def start_once(port: int, page) -> dict:
+    """One ``python app.py``: seconds to the first HTTP 200, then to the tabs in chromium."""
+    from benchmarks.load import wait_ready
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["GRADIO_SERVER_PORT"] = str(port)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    out = {}
+    try:
+        out["http_200_s"] = round(wait_ready(f"http://127.0.0.1:{port}/", proc), 2)
+        if page is not None:
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.get_by_role("tab", name="2 · Merge & adapt").wait_for()
+            out["tabs_visible_s"] = round(time.perf_counter() - t0, 2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return out
+
+
+def startup(port: int, runs: int = 3) -> dict:
     """Chromium is started first (a visitor's browser is already open); the clock starts at
-    ``python app.py`` and stops when the page answers, then when its tabs are on screen."""
-    from benchmarks.load import wait_ready as wait_for
-
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    out: dict = {}
+    ``python app.py``. One cold start, then ``runs`` warm ones (medians, and every run)."""
+    out: dict = {"env": {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "GRADIO_ANALYTICS_ENABLED")}}
     with contextlib.ExitStack() as stack:
         page = None
         try:
@@ -42,18 +77,13 @@ def startup(port: int) -> dict:
             page = b.new_page()
         except Exception as e:  # noqa: BLE001 - no browser: report the HTTP time only
             out["browser"] = str(e)[:200]
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:
-            out["http_200_s"] = round(wait_for(f"http://127.0.0.1:{port}/", proc), 2)
-            if page is not None:
-                page.goto(f"http://127.0.0.1:{port}/")
-                page.get_by_role("tab", name="2 · Merge & adapt").wait_for()
-                out["tabs_visible_s"] = round(time.perf_counter() - t0, 2)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+        out["pycache_folders_removed"] = drop_bytecode()
+        out["cold"] = start_once(port, page)
+        warm = [start_once(port, page) for _ in range(runs)]
+        for key in warm[0]:
+            values = [w[key] for w in warm]
+            out[f"warm_{key}_runs"] = values
+            out[key] = round(statistics.median(values), 2)          # warm medians, as before
     return out
 
 
@@ -113,12 +143,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--port", type=int, default=7899)
+    ap.add_argument("--runs", type=int, default=3, help="warm start-ups after the cold one")
     ap.add_argument("--skip", default="", help="comma-separated: startup,predict,adapt")
     args = ap.parse_args()
     skip = set(args.skip.split(","))
     out = {"load_avg_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
     if "startup" not in skip:
-        out |= startup(args.port)
+        out |= startup(args.port, args.runs)
     from app.config import set_threads
 
     set_threads()

@@ -112,11 +112,11 @@ def test_out_of_memory_in_a_step_keeps_the_last_good_state(pool, monkeypatch):
 
 
 def test_out_of_memory_while_building_fails_cleanly(pool, monkeypatch):
-    import app.runs
+    from wemoe_core.running import workbench
 
     def build(*a, **k):
         raise MemoryError()
-    monkeypatch.setattr(app.runs, "build_model", build)
+    monkeypatch.setattr(workbench, "build_model", build)
     sid, job = start_wemoe(pool)
     assert job.done.wait(60) and job.progress.state == FAILED
     assert "ran out of memory: choose fewer tasks" in job.progress.message

@@ -102,8 +102,8 @@ def test_every_refusal_of_the_page_is_plain(tiny8_dir, tmp_path):
 def test_failed_jobs_and_unforeseen_errors_are_plain(tiny8_dir, monkeypatch, caplog):
     """A step that raises, a build that raises something nobody foresaw, a broken checkpoint,
     and a bug inside a callback: the page and the API say what happened without internals."""
-    import app.runs
     from wemoe_core.pools import load_pool
+    from wemoe_core.running import workbench
 
     caplog.set_level(logging.INFO)
     pool = load_pool("tiny8")
@@ -120,7 +120,7 @@ def test_failed_jobs_and_unforeseen_errors_are_plain(tiny8_dir, monkeypatch, cap
     fail_at(2, KeyError("/srv/secret/detail"), monkeypatch)                          # inside a step
     run()
     monkeypatch.undo()
-    monkeypatch.setattr(app.runs, "build_model", lambda *a, **k: {}["boom"])          # a bug while building
+    monkeypatch.setattr(workbench, "build_model", lambda *a, **k: {}["boom"])          # a bug while building
     run()
     monkeypatch.undo()
     real = pool.finetuned_source

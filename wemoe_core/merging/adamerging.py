@@ -9,7 +9,6 @@ Coefficients start at ``init`` (0.3) and, as in the official code, are clamped t
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -17,14 +16,8 @@ from torch import nn
 from torch.func import functional_call
 
 from ..model import keys
-from ..model.params import hp
 from ..model.towers import check_pair, freeze, materialise, state_of
-
-
-@dataclass(frozen=True)
-class AdaMergingParams:
-    init: float = hp(0.3, "Initial merging coefficient λ of every task (and layer)", min=0.0, max=2.0, step=0.05)
-    clamp: bool = hp(True, "Keep coefficients in [0, 1] (official AdaMerging)")
+from .params import AdaMergingParams  # noqa: F401 - declared there, re-exported here
 
 
 class AdaMerging(nn.Module):

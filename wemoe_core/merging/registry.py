@@ -1,34 +1,18 @@
 """The one extension point: ``METHODS``, name -> Method. The UI's method list, the CLI's choices
-and the exports' metadata all come from here. Adding a method = one entry + its test."""
+and the exports' metadata all come from here. Adding a method = one entry + its test.
+
+Describing the methods is cheap: this module imports no torch (the hyperparameters live in
+``params``); a method's module is imported when the method is first built."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from torch import nn
+from ..model.params import validate
+from .params import AdaMergingParams, NoParams, TaskArithmeticParams, TiesParams, WEMoEParams
 
-from ..model.params import hp, validate
-from ..model.towers import LazyStates, PerTaskEncoder, copy_frozen, freeze, materialise, state_of
-from . import static
-from .adamerging import AdaMerging, AdaMergingParams
-from .wemoe import WEMoEParams, upscale
-
-
-@dataclass(frozen=True)
-class NoParams:
-    pass
-
-
-@dataclass(frozen=True)
-class TaskArithmeticParams:
-    scale: float = hp(0.3, "λ: multiplies the sum of the task vectors", min=0.0, max=2.0, step=0.05)
-
-
-@dataclass(frozen=True)
-class TiesParams:
-    scale: float = hp(1.0, "λ: multiplies the merged (disjoint-mean) task vector; the paper uses 1", min=0.0, max=2.0, step=0.05)
-    density: float = hp(0.2, "Fraction of each task vector's entries kept, by magnitude (paper: 0.2)", min=0.0, min_open=True, max=1.0, step=0.05)
-    topk: str = hp("global", "Rank magnitudes over the whole task vector (paper) or within each tensor", choices=("global", "per_tensor"))
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -52,35 +36,54 @@ class Method:
         return {f.name: f.default for f in fields(self.params)}
 
 
-def _static(fn: Callable) -> Callable:
+def _towers():
+    from ..model import towers      # (torch) when a method is first built
+
+    return towers
+
+
+def _static(name: str) -> Callable:
+    """A builder that loads the state dicts and applies ``static.<name>``."""
     def build(pretrained: nn.Module, finetuned: Sequence, params, task_names) -> nn.Module:
-        merged = fn(state_of(pretrained), LazyStates(finetuned), **vars(params))
-        model = copy_frozen(pretrained)
+        t = _towers()
+        merged = _static_merge(name)(t.state_of(pretrained), t.LazyStates(finetuned), **vars(params))
+        model = t.copy_frozen(pretrained)
         model.load_state_dict(merged, strict=True)
         return model
     return build
 
 
+def _static_merge(name: str) -> Callable:
+    from . import static
+
+    return getattr(static, name)
+
+
 def _individual(pretrained, finetuned, params, task_names) -> nn.Module:
+    t = _towers()
     towers = {}
     for name, src in zip(task_names, finetuned):
-        tower = copy_frozen(pretrained)
-        tower.load_state_dict(materialise(src), strict=True)
+        tower = t.copy_frozen(pretrained)
+        tower.load_state_dict(t.materialise(src), strict=True)
         towers[name] = tower
-    return PerTaskEncoder(towers)
+    return t.PerTaskEncoder(towers)
 
 
 def _pretrained(pretrained, finetuned, params, task_names) -> nn.Module:
-    return copy_frozen(pretrained)
+    return _towers().copy_frozen(pretrained)
 
 
 def _adamerging(granularity: str) -> Callable:
     def build(pretrained, finetuned, params, task_names) -> nn.Module:
+        from .adamerging import AdaMerging
+
         return AdaMerging(pretrained, finetuned, granularity=granularity, params=params, task_names=task_names)
     return build
 
 
 def _wemoe(pretrained, finetuned, params, task_names) -> nn.Module:
+    from .wemoe import upscale
+
     return upscale(pretrained, finetuned, params=params, task_names=task_names)
 
 
@@ -90,13 +93,13 @@ _METHODS = [
     Method("individual", "Individual fine-tuned", "https://arxiv.org/abs/2212.04089",
            "Each task uses its own fine-tuned model: the ceiling, at T times the memory.", NoParams, _individual),
     Method("average", "Simple averaging", "https://arxiv.org/abs/2203.05482",
-           "Average the fine-tuned weights (model soups).", NoParams, _static(static.average)),
+           "Average the fine-tuned weights (model soups).", NoParams, _static("average")),
     Method("task_arithmetic", "Task arithmetic", "https://arxiv.org/abs/2212.04089",
            "Add λ times the sum of the task vectors to the pre-trained weights.", TaskArithmeticParams,
-           _static(static.task_arithmetic), main=("scale",)),
+           _static("task_arithmetic"), main=("scale",)),
     Method("ties", "TIES-merging", "https://arxiv.org/abs/2306.01708",
            "Trim small task-vector entries, elect a sign per entry, average the agreeing ones.", TiesParams,
-           _static(static.ties), main=("density", "scale", "topk")),
+           _static("ties"), main=("density", "scale", "topk")),
     Method("adamerging_task", "AdaMerging (task-wise)", "https://arxiv.org/abs/2310.02575",
            "Task arithmetic with one coefficient per task, learned by entropy minimisation on unlabeled test images.",
            AdaMergingParams, _adamerging("task"), adaptive=True, main=("init", "steps", "lr")),
@@ -108,7 +111,7 @@ _METHODS = [
            WEMoEParams, _wemoe, adaptive=True, main=("router_depth", "steps", "lr")),
 ]
 METHODS: dict[str, Method] = {m.name: m for m in _METHODS}
-STATIC_MERGES = {"average": static.average, "task_arithmetic": static.task_arithmetic, "ties": static.ties}
+STATIC_MERGES = ("average", "task_arithmetic", "ties")      # merge() over state dicts
 
 
 def get_method(name: str) -> Method:
@@ -124,7 +127,7 @@ def build(method: str, pretrained: nn.Module, finetuned: Sequence, task_names: S
     if len(finetuned) < 1:
         raise ValueError("select at least one task to merge")
     m = get_method(method)
-    return m.build(freeze(pretrained), finetuned, m.hparams(**hparams), list(task_names))
+    return m.build(_towers().freeze(pretrained), finetuned, m.hparams(**hparams), list(task_names))
 
 
 def merge(method: str, pretrained: dict, finetuned: list[dict], **hparams) -> dict:
@@ -135,4 +138,4 @@ def merge(method: str, pretrained: dict, finetuned: list[dict], **hparams) -> di
         hint = " (it learns: use build() and adapt())" if method in METHODS else ""
         raise ValueError(f"merge() supports {', '.join(STATIC_MERGES)}; got {method!r}{hint}")
     params = METHODS[method].hparams(**hparams)
-    return STATIC_MERGES[method](pretrained, finetuned, **vars(params))
+    return _static_merge(method)(pretrained, finetuned, **vars(params))

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import torch
-from PIL import Image
-from torch import nn
-from torch.utils.data import Dataset
+from ..model.config import VisionConfig
 
-from ..model.keys import StateDict
-from ..model.towers import Heads, VisionConfig
+if TYPE_CHECKING:  # describing a pool (its name, tasks, recipes) needs no torch
+    import torch
+    from PIL import Image
+    from torch import nn
+    from torch.utils.data import Dataset
+
+    from ..model.keys import StateDict
+    from ..model.towers import Heads
 
 
 @dataclass(frozen=True)

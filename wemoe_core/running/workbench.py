@@ -10,32 +10,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..merging.registry import METHODS, build, get_method
+from ..merging.registry import build
 from ..merging.wemoe import WEMoE
 from ..model.data import labeled_batches, unlabeled_stream
-from ..model.params import specs, validate
 from ..model.towers import MultiTaskModel
 from ..pools.base import Pool
 from ..sources.files import Recipe
-from .adapt import ADAPTATION, AdaptationError, AdaptParams, AdaptResult, StepInfo, adapt
+from .adapt import AdaptationError, AdaptParams, AdaptResult, StepInfo, adapt
 from .distributed import Group
-from .expert_shard import upscale_sharded
 from .evaluate import evaluate, routing_share
-
-# The benchmark's method variants: name -> (registry method, hyperparameter overrides).
-VARIANTS: dict[str, tuple[str, dict]] = {
-    "pretrained": ("pretrained", {}),
-    "individual": ("individual", {}),
-    "average": ("average", {}),
-    "task_arithmetic": ("task_arithmetic", {}),
-    "ties": ("ties", {}),
-    "adamerging_task": ("adamerging_task", {}),
-    "adamerging_layer": ("adamerging_layer", {}),
-    "wemoe_depth0": ("wemoe", {"router_depth": 0}),
-    "wemoe_depth1": ("wemoe", {"router_depth": 1}),
-    "wemoe": ("wemoe", {}),
-    "oracle": ("wemoe", {}),
-}
+from .expert_shard import upscale_sharded
+from .recipes import VARIANTS, pool_recipe, recipe_for  # noqa: F401 - defined there, re-exported here
 
 
 class OracleEncoder(nn.Module):
@@ -70,42 +55,6 @@ class Run:
     curve: list[dict] = field(default_factory=list)   # accuracy along adaptation, if measured
     stopped: bool = False
     table: pd.DataFrame | None = None
-
-
-def recipe_for(pool: Pool, variant: str, hparams: dict | None = None,
-               adapt_params: AdaptParams | dict | None = None) -> tuple[str, dict, AdaptParams | None]:
-    """(registry method, validated hyperparameters, adaptation params or None) for a variant,
-    starting from the pool's recommended recipe, then the variant's, then the caller's."""
-    if variant not in VARIANTS and variant not in METHODS:
-        raise ValueError(f"unknown method {variant!r}; choose one of: {', '.join(VARIANTS)}")
-    method, overrides = VARIANTS.get(variant, (variant, {}))
-    rec_h, rec_a = pool_recipe(pool, method)
-    m = get_method(method)
-    hp = asdict(m.hparams(**{**rec_h, **overrides, **(hparams or {})}))
-    if not m.adaptive:
-        return method, hp, None
-    if isinstance(adapt_params, AdaptParams):
-        return method, hp, adapt_params
-    given = dict(adapt_params or {})
-    ad = _applying(AdaptParams, {**rec_a, **given}, keep=given, context=hp)
-    return method, hp, validate(AdaptParams, ad, owner=ADAPTATION)
-
-
-def _applying(cls, values: dict, keep: dict, context: dict) -> dict:
-    """``values`` with each setting the recipe (not the caller) gave reset to its default when it
-    does not apply under the other settings (a recipe's ``balance`` once routing is "dense")."""
-    out = dict(values)
-    for spec in specs(cls):
-        if spec.name in out and spec.name not in keep and not spec.applies({**context, **out}):
-            out[spec.name] = spec.default
-    return out
-
-
-def pool_recipe(pool: Pool, method: str) -> tuple[dict, dict]:
-    """The pool's recommended hyperparameters and adaptation settings for a registry method."""
-    recipes = getattr(pool, "recipes", {}) or {}
-    r = recipes.get(method, {})
-    return dict(r.get("hparams", {})), dict(r.get("adapt", {}))
 
 
 def build_model(pool: Pool, tasks: Sequence[str], variant: str, hparams: dict | None = None,

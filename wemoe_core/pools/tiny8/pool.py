@@ -1,20 +1,24 @@
 """The shipped Tiny-8 zoo as a ``Pool``: weights from ``assets/tiny8`` (safetensors + manifest),
-images generated on demand from the task generators (deterministic, cached in memory)."""
+images generated on demand from the task generators (deterministic, cached in memory).
+
+Opening the pool reads its manifest only; torch, the weights and the images are loaded when
+first asked for (a page can list the pool's tasks and recipes without importing torch)."""
 from __future__ import annotations
 
 import functools
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
-import torch
-from PIL import Image
-from safetensors.torch import load_file
-
-from ...model.data import TensorImages
-from ...model.towers import Heads, VisionConfig, build_vision, freeze
+from ...model.config import VisionConfig
 from ..base import Availability, Pool, PoolInfo, TaskInfo
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from ...model.data import TensorImages
+    from ...model.towers import Heads
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
@@ -47,6 +51,10 @@ class Tiny8Pool(Pool):
 
     @functools.cached_property
     def _pretrained(self) -> torch.nn.Module:
+        from safetensors.torch import load_file
+
+        from ...model.towers import build_vision, freeze
+
         model = build_vision(self.info.vision_config)
         model.load_state_dict(load_file(str(self.root / "pretrained.safetensors")))
         return freeze(model)
@@ -57,23 +65,40 @@ class Tiny8Pool(Pool):
     def finetuned_source(self, task: str):
         self.task(task)
         path = self.root / "finetuned" / f"{task}.safetensors"
-        return lambda: load_file(str(path))
+
+        def load():
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return load
 
     @functools.cached_property
     def _heads(self) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
         return load_file(str(self.root / "heads.safetensors"))
 
     def heads(self, tasks: Sequence[str] | None = None) -> Heads:
+        from ...model.towers import Heads
+
         tasks = self.check_tasks(tasks)
         return Heads({t: self._heads[t] for t in tasks}, logit_scale=float(self.manifest["logit_scale"]))
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        from ...model.data import TensorImages
+
         size = self.info.vision_config.image_size
         img = image.convert("RGB").resize((size, size), Image.BICUBIC)
         x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
         return TensorImages(x[None], None, MEAN, STD)[0]
 
     def dataset(self, task: str, split: str = "test", limit: int | None = None) -> TensorImages:
+        from ...model.data import TensorImages
+
         images, labels = self.arrays(task, split)
         if limit is not None:
             images, labels = images[:limit], labels[:limit]
@@ -82,6 +107,8 @@ class Tiny8Pool(Pool):
     @functools.lru_cache(maxsize=16)
     def arrays(self, task: str, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (N, 64, 64, 3) and labels, generated deterministically from the seed."""
+        import torch
+
         from .tasks import generate
 
         self.task(task)
