@@ -1,6 +1,7 @@
 """The main flow in Debian's chromium (playwright): models, a static merge, a WEMoE job that is
 followed across a page reload and stopped, explore (heatmap, hover, overlay), compare, learn,
-export. Screenshots go to $WEMOE_SCREENSHOTS (default: the test's temporary folder)."""
+export; and the settings of every method (one screenshot each, in panels/). Screenshots go to
+$WEMOE_SCREENSHOTS (default: the test's temporary folder)."""
 from __future__ import annotations
 
 import os
@@ -69,6 +70,7 @@ def test_each_method_shows_only_the_settings_that_apply(page, shots):
 
     tab(page, "Merge")
     panel = page.locator("#wm-run").locator("xpath=ancestor::div[contains(@class,'column')][1]")
+    (shots / "panels").mkdir(exist_ok=True)
     for m in METHODS.values():
         page.get_by_label(m.pretty_name, exact=True).check()
         page.get_by_text(f"{m.pretty_name}:").first.wait_for()
@@ -78,7 +80,7 @@ def test_each_method_shows_only_the_settings_that_apply(page, shots):
             control.wait_for(state="visible" if wanted else "hidden")
         advanced = page.locator("#wm-advanced")
         assert advanced.is_visible() == (m.name in ("wemoe", "adamerging_task", "adamerging_layer")), m.name
-        shot(panel, shots / f"panel-{m.name}.png")
+        shot(panel, shots / "panels" / f"{m.name}.png")
     page.get_by_label("WEMoE", exact=True).check()
     advanced = page.locator("#wm-advanced")
     advanced.get_by_text("Advanced settings").first.click()
@@ -89,7 +91,7 @@ def test_each_method_shows_only_the_settings_that_apply(page, shots):
     rank.wait_for(state="visible")
     advanced.get_by_text("changed from").first.wait_for()                  # the title says what differs
     assert "compress lowrank" in advanced.text_content()
-    shot(panel, shots / "panel-wemoe-advanced.png")
+    shot(panel, shots / "panels" / "wemoe-advanced.png")
     page.locator(f"#{controls.elem_id('WEMoEParams', 'compress')} input").first.click()
     page.get_by_role("option", name="none").click()                        # as it was, for the runs below
     rank.wait_for(state="hidden")
