@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..merging.registry import build
+from ..merging.registry import build, get_method
 from ..merging.wemoe import WEMoE
 from ..model.data import labeled_batches, unlabeled_stream
 from ..model.towers import MultiTaskModel
