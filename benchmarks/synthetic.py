@@ -57,6 +57,7 @@ def wemoe(cfg: VisionConfig, experts: int, seed: int = 0, **options) -> tuple[to
         if isinstance(m, EnsembleLinear):
             d, b = m.experts.weight, m.experts.bias
             m.experts = DenseExperts(d * scale.view(-1, *[1] * (d.dim() - 1)), b * scale.view(-1, 1))
+            m.restack()
         if isinstance(m, Routing):
             old = m.router
             dim = old.net[0].in_features if old.depth else 1

@@ -19,6 +19,13 @@ def _problem(B=5, N=4, i=6, o=7, T=3, dtype=torch.float64, seed=0):
     return x, w, W0, dW
 
 
+def _run(fn, x, w, W0, dW, chunk):
+    """A kernel on (W0, dW): the materialising one takes them stacked, [dW; W0]."""
+    if fn is _PerSampleLinear:
+        return fn.apply(x, w, torch.cat([dW, W0[None]]), chunk)
+    return fn.apply(x, w, W0, dW, chunk)
+
+
 def _loop(x, w, W0, dW):
     """One sample at a time, weights merged expert by expert (the public algorithm)."""
     return torch.stack([x[b] @ (W0 + torch.einsum("t,toi->oi", w[b], dW)).t() for b in range(x.shape[0])])
@@ -28,19 +35,42 @@ def _loop(x, w, W0, dW):
 @pytest.mark.parametrize("chunk", [1, 2, 16])
 def test_kernels_pass_gradcheck_for_any_chunking(fn, chunk):
     x, w, W0, dW = _problem()
-    assert torch.autograd.gradcheck(lambda a, b: fn.apply(a, b, W0, dW, chunk), (x, w))
+    assert torch.autograd.gradcheck(lambda a, b: _run(fn, a, b, W0, dW, chunk), (x, w))
 
 
 @pytest.mark.parametrize("fn", [_PerSampleLinear, _PerSampleOutputs])
 def test_kernels_equal_the_loop_and_skip_unneeded_gradients(fn):
     x, w, W0, dW = _problem(B=7, dtype=torch.float32)
-    y = fn.apply(x, w, W0, dW, 3)
+    y = _run(fn, x, w, W0, dW, 3)
     assert torch.allclose(y, _loop(x, w, W0, dW), atol=1e-5)
-    gw = torch.autograd.grad(fn.apply(x.detach(), w, W0, dW, 3).sum(), w)[0]        # x needs no grad
+    gw = torch.autograd.grad(_run(fn, x.detach(), w, W0, dW, 3).sum(), w)[0]        # x needs no grad
     ref = torch.autograd.grad(_loop(x.detach(), w, W0, dW).sum(), w)[0]
     assert torch.allclose(gw, ref, atol=1e-4)
-    gx = torch.autograd.grad(fn.apply(x, w.detach(), W0, dW, 3).sum(), x)[0]        # w needs no grad
+    gx = torch.autograd.grad(_run(fn, x, w.detach(), W0, dW, 3).sum(), x)[0]        # w needs no grad
     assert torch.allclose(gx, torch.autograd.grad(_loop(x, w.detach(), W0, dW).sum(), x)[0], atol=1e-4)
+
+
+def test_blocks_of_rows_give_the_same_values_and_gradients(monkeypatch):
+    x, w, W0, dW = _problem(B=5, o=13)
+    S = torch.cat([dW, W0[None]])
+    whole = _PerSampleLinear.apply(x, w, S, 2)
+    monkeypatch.setattr(ensemble, "BLOCK_BYTES", 2 * 6 * 8 * 3)       # 3 rows of 2 samples: 5 blocks, the last short
+    assert ensemble._blocks(2, S)[0] == 3
+    assert torch.allclose(_PerSampleLinear.apply(x, w, S, 2), whole)
+    assert torch.autograd.gradcheck(lambda a, b: _PerSampleLinear.apply(a, b, S, 2), (x, w))
+
+
+def test_dense_experts_share_one_buffer_with_the_pretrained_weights():
+    W0, dW = torch.randn(7, 6), torch.randn(3, 7, 6)
+    lin = EnsembleLinear(W0, torch.zeros(7), DenseExperts(dW, torch.zeros(3, 7)))
+    S = lin.stack()
+    assert S.shape == (4, 7, 6) and S.data_ptr() == lin.experts.weight.data_ptr()       # a view, no copy
+    assert torch.equal(S[-1], W0) and torch.equal(S[:-1], dW)
+    lin.to(torch.float64)                                       # moved: stacked again
+    assert lin.stack().data_ptr() == lin.experts.weight.data_ptr() and lin.weight.dtype == torch.float64
+    state = {k: v.clone() for k, v in lin.state_dict().items()}
+    lin.load_state_dict(state, assign=True)                     # not adjacent any more: equal, concatenated
+    assert torch.equal(lin.stack(), S.double())
 
 
 def test_choose_impl_materialises_long_sequences_only():
@@ -83,12 +113,13 @@ def test_workspace_is_reused_per_thread_and_released():
 def test_concurrent_forwards_in_threads_give_the_serial_results():
     x, w, W0, dW = _problem(B=6, N=5, dtype=torch.float32)
     xs = [x.detach() + k for k in range(4)]
-    serial = [_PerSampleLinear.apply(xi, w.detach(), W0, dW, 2) for xi in xs]
+    S = torch.cat([dW, W0[None]])
+    serial = [_PerSampleLinear.apply(xi, w.detach(), S, 2) for xi in xs]
     results = [None] * len(xs)
 
     def run(k):
         for _ in range(20):
-            results[k] = _PerSampleLinear.apply(xs[k], w.detach(), W0, dW, 2)
+            results[k] = _PerSampleLinear.apply(xs[k], w.detach(), S, 2)
     threads = [threading.Thread(target=run, args=(k,)) for k in range(len(xs))]
     for t in threads:
         t.start()

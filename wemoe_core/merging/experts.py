@@ -28,6 +28,10 @@ from torch import nn
 CHUNK_SAMPLES = 16
 # Transients of either form (per-sample weights, per-expert outputs) up to this, chunking the batch.
 CHUNK_BYTES = 64 * 2**20
+# Per-sample weights (and weight gradients) are built a block of output rows at a time, this many
+# bytes for the chunk's samples: small enough to stay in the last-level cache between being built
+# and being applied, large enough for efficient matrix products. Measured on a 2-core Xeon.
+BLOCK_BYTES = 8 * 2**20
 # Building one expert into a sample's weights costs as much as applying the weights to this many
 # tokens (memory-bound build vs compute-bound matmul). Measured on a 2-core CPU; the GPU value is
 # the H200's bandwidth/compute ratio, pending measurement by `benchmarks/gpu.sh`.
@@ -53,45 +57,85 @@ def release_workspace() -> None:
     _local.__dict__.pop("buffers", None)
 
 
-def _build(w: torch.Tensor, W0: torch.Tensor, dW: torch.Tensor) -> torch.Tensor:
-    """Per-sample weights W0 + sum_t w[b, t] dW[t] in the workspace: (c, T) -> (c, out, in)."""
-    T, o, i = dW.shape
-    flat = workspace(w.shape[0] * o * i, dW).view(w.shape[0], o * i)
-    torch.addmm(W0.reshape(1, -1), w.to(dW.dtype), dW.reshape(T, -1), out=flat)
-    return flat.view(-1, o, i)
+def _stack_view(W0: torch.Tensor, dW: torch.Tensor) -> torch.Tensor | None:
+    """[dW; W0] as one (T + 1, out, in) view when W0 lies right after dW in one buffer, else None."""
+    T = dW.shape[0]
+    if (W0.dtype != dW.dtype or W0.device != dW.device or not (W0.is_contiguous() and dW.is_contiguous())
+            or W0.untyped_storage().data_ptr() != dW.untyped_storage().data_ptr()
+            or W0.storage_offset() != dW.storage_offset() + dW.numel()):
+        return None
+    return dW.as_strided((T + 1, *dW.shape[1:]), dW.stride())
+
+
+def _extend(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, T) routing weights -> (B, T + 1) with a last column of ones (the pre-trained weights')."""
+    return torch.cat([w.to(dtype), w.new_ones(w.shape[0], 1, dtype=dtype)], dim=1)
+
+
+def _blocks(c: int, S: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Rows per block, so that one block of c samples' weights fits BLOCK_BYTES, and two
+    workspace slots of that size (c, rows, in): per-sample weights and weight gradients."""
+    _, o, i = S.shape
+    rows = max(1, min(o, BLOCK_BYTES // (c * i * S.element_size())))
+    buf = workspace(2 * c * rows * i, S)
+    return rows, buf[:c * rows * i], buf[c * rows * i:]
+
+
+def _build(w1: torch.Tensor, S: torch.Tensor, r: int, n: int, slot: torch.Tensor) -> torch.Tensor:
+    """Rows r:r+n of the per-sample weights, [w_b, 1] @ [dW; W0]: (c, T + 1) -> (c, n, in) in
+    ``slot``. One matrix product, no copy of W0 (the stack's last row, weighted by 1)."""
+    K1, _, i = S.shape
+    out = slot[:w1.shape[0] * n * i].view(w1.shape[0], n * i)
+    torch.mm(w1, S[:, r:r + n].reshape(K1, n * i), out=out)
+    return out.view(-1, n, i)
 
 
 class _PerSampleLinear(torch.autograd.Function):
-    """y[b] = x[b] @ (W0 + sum_t w[b, t] dW[t])^T, ``chunk`` samples at a time, rebuilding the
-    per-sample weights in backward instead of keeping them."""
+    """y[b] = x[b] @ (W0 + sum_t w[b, t] dW[t])^T, ``chunk`` samples at a time and, within a
+    chunk, a block of output rows at a time: the block's per-sample weights are built, applied
+    while they are still in cache, and overwritten by the next block. Backward rebuilds them
+    instead of keeping any. ``S`` is the stack [dW; W0] (T + 1, out, in)."""
 
     @staticmethod
-    def forward(ctx, x, w, W0, dW, chunk: int):
-        # x: (B, N, in), w: (B, T), W0: (out, in), dW: (T, out, in) -> (B, N, out)
-        ctx.save_for_backward(x, w, W0, dW)
+    def forward(ctx, x, w, S, chunk: int):
+        # x: (B, N, in), w: (B, T), S: (T + 1, out, in) -> (B, N, out)
+        ctx.save_for_backward(x, w, S)
         ctx.chunk = chunk
-        out = x.new_empty(*x.shape[:2], W0.shape[0])
+        w1, o = _extend(w, S.dtype), S.shape[1]
+        out = x.new_empty(*x.shape[:2], o)
         for s in range(0, x.shape[0], chunk):
-            W = _build(w[s:s + chunk], W0, dW)                               # (c, out, in)
-            torch.bmm(x[s:s + chunk], W.transpose(1, 2), out=out[s:s + chunk])
+            xs, ys, ws = x[s:s + chunk], out[s:s + chunk], w1[s:s + chunk]
+            rows, slot, _ = _blocks(xs.shape[0], S)
+            for r in range(0, o, rows):
+                n = min(rows, o - r)
+                torch.bmm(xs, _build(ws, S, r, n, slot).transpose(1, 2), out=ys[:, :, r:r + n])
         return out
 
     @staticmethod
     def backward(ctx, gy):
-        x, w, W0, dW = ctx.saved_tensors
-        T = dW.shape[0]
+        x, w, S = ctx.saved_tensors
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        gw = torch.empty(w.shape, dtype=dW.dtype) if ctx.needs_input_grad[1] else None
+        gw = torch.zeros(w.shape, dtype=S.dtype) if ctx.needs_input_grad[1] else None
+        w1, (T, o, i) = _extend(w, S.dtype), (S.shape[0] - 1, *S.shape[1:])
         for s in range(0, x.shape[0], ctx.chunk):
             sl = slice(s, s + ctx.chunk)
-            if gx is not None:
-                torch.bmm(gy[sl], _build(w[sl], W0, dW), out=gx[sl])
-            if gw is not None:   # gw[b, t] = <dL/dW_b, dW_t>, dL/dW_b = gy_b^T x_b, in the workspace
-                c, o, i = gy[sl].shape[0], *W0.shape
-                G = workspace(c * o * i, dW).view(c, o, i)
-                torch.bmm(gy[sl].transpose(1, 2), x[sl].to(dW.dtype), out=G)
-                torch.mm(G.view(c, -1), dW.reshape(T, -1).t(), out=gw[sl])
-        return gx, (gw.to(w.dtype) if gw is not None else None), None, None, None
+            xs, gys = x[sl].to(S.dtype), gy[sl]
+            c = xs.shape[0]
+            rows, slot, gslot = _blocks(c, S)
+            for r in range(0, o, rows):
+                n = min(rows, o - r)
+                g = gys[:, :, r:r + n]                                       # (c, N, n)
+                if gx is not None:       # gx_b = sum over row blocks of gy_b[:, block] @ W_b[block]
+                    W = _build(w1[sl], S, r, n, slot)
+                    if r == 0:
+                        torch.bmm(g, W, out=gx[sl])
+                    else:
+                        gx[sl].baddbmm_(g, W)
+                if gw is not None:       # gw[b, t] = <gy_b^T x_b, dW_t>, a block of rows at a time
+                    G = gslot[:c * n * i].view(c, n, i)
+                    torch.bmm(g.transpose(1, 2), xs, out=G)
+                    gw[sl].addmm_(G.view(c, n * i), S[:T, r:r + n].reshape(T, n * i).t())
+        return gx, (gw.to(w.dtype) if gw is not None else None), None, None
 
 
 class _PerSampleOutputs(torch.autograd.Function):
@@ -210,7 +254,13 @@ class SparseExperts(nn.Module):
 
 
 class EnsembleLinear(nn.Module):
-    """A linear layer whose weights are the pre-trained ones plus routed task vectors."""
+    """A linear layer whose weights are the pre-trained ones plus routed task vectors.
+
+    With dense experts the pre-trained weights live right after the task vectors in one buffer,
+    ``[dW_1 .. dW_T; W0]`` (T + 1, out, in): ``weight`` and ``experts.weight`` are views of it, so
+    a sample's weights are one product ``[w_b, 1] @ stack`` with no copy of W0. Moving the layer
+    (``.to``) re-stacks it; where the two are not adjacent (e.g. loaded with ``assign=True``)
+    the stack is concatenated per forward, which is slower but equal."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, experts: nn.Module, impl: str = "auto"):
         super().__init__()
@@ -220,6 +270,29 @@ class EnsembleLinear(nn.Module):
         self.register_buffer("bias", bias)              # (out,)
         self.experts = experts
         self.impl = impl
+        self.restack()
+
+    def restack(self) -> None:
+        """Put dense experts and the pre-trained weights into one (T + 1, out, in) buffer."""
+        W0 = self.weight
+        dW = getattr(self.experts, "weight", None) if isinstance(self.experts, DenseExperts) else None
+        if dW is None or W0 is None or dW.dtype != W0.dtype or dW.device != W0.device or _stack_view(W0, dW) is not None:
+            return
+        stack = torch.empty((dW.shape[0] + 1, *W0.shape), dtype=W0.dtype, device=W0.device)
+        stack[:-1].copy_(dW)
+        stack[-1].copy_(W0)
+        self.experts.weight, self.weight = stack[:-1], stack[-1]
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.restack()
+        return self
+
+    def stack(self) -> torch.Tensor:
+        """(T + 1, out, in): the task vectors, then the pre-trained weights."""
+        dW = self.experts.delta()      # dense experts: the buffer itself; sparse: decompressed
+        view = _stack_view(self.weight, dW)
+        return view if view is not None else torch.cat([dW, self.weight.unsqueeze(0).to(dW.dtype)])
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """x: (B, N, in); w: (B, T) per sample or (T,) shared by the batch -> (B, N, out)."""
@@ -237,15 +310,15 @@ class EnsembleLinear(nn.Module):
     def _matmul(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if isinstance(self.experts, LowRankExperts):
             return F.linear(x, self.weight) + _lowrank_delta(x, w, self.experts.a, self.experts.b)
-        dW = self.experts.delta()      # dense experts: the buffer itself; sparse: decompressed
+        S = self.stack()
+        T, o, i = S.shape[0] - 1, S.shape[1], S.shape[2]
         if w.dim() == 1:   # one weight vector for the whole batch: merge once, plain matmul
-            return F.linear(x, self.weight + torch.tensordot(w, dW, dims=1))
+            return F.linear(x, (_extend(w[None], S.dtype) @ S.view(T + 1, -1)).view(o, i))
         if self.choose_impl(x.shape[1], x.device.type) == "outputs":
-            T, o, _ = dW.shape
             chunk = max(1, CHUNK_BYTES // (x.shape[1] * T * o * x.element_size()))
-            return _PerSampleOutputs.apply(x, w, self.weight, dW, chunk)
-        chunk = max(CHUNK_SAMPLES, CHUNK_BYTES // (dW[0].numel() * dW.element_size()))
-        return _PerSampleLinear.apply(x, w, self.weight, dW, chunk)
+            return _PerSampleOutputs.apply(x, w, S[-1], S[:-1], chunk)
+        chunk = max(CHUNK_SAMPLES, CHUNK_BYTES // (o * i * S.element_size()))
+        return _PerSampleLinear.apply(x, w, S, chunk)
 
     def choose_impl(self, tokens: int, device: str = "cpu") -> str:
         """Per sample, in units of one token through one (out x in) matrix: materialising costs
