@@ -58,13 +58,14 @@ def release_workspace() -> None:
 
 
 def _stack_view(W0: torch.Tensor, dW: torch.Tensor) -> torch.Tensor | None:
-    """[dW; W0] as one (T + 1, out, in) view when W0 lies right after dW in one buffer, else None."""
-    T = dW.shape[0]
-    if (W0.dtype != dW.dtype or W0.device != dW.device or not (W0.is_contiguous() and dW.is_contiguous())
+    """The stack [dW_1^T .. dW_T^T; W0^T] (T + 1, in, out) as a view, when ``dW`` (T, out, in) and
+    ``W0`` (out, in) are transposed views of consecutive parts of one buffer; else None."""
+    T, o, i = dW.shape
+    if (W0.dtype != dW.dtype or W0.device != dW.device or dW.stride() != (i * o, 1, o) or W0.stride() != (1, o)
             or W0.untyped_storage().data_ptr() != dW.untyped_storage().data_ptr()
-            or W0.storage_offset() != dW.storage_offset() + dW.numel()):
+            or W0.storage_offset() != dW.storage_offset() + T * i * o):
         return None
-    return dW.as_strided((T + 1, *dW.shape[1:]), dW.stride())
+    return dW.as_strided((T + 1, i, o), (i * o, o, 1))
 
 
 def _extend(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -73,42 +74,48 @@ def _extend(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _blocks(c: int, S: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
-    """Rows per block, so that one block of c samples' weights fits BLOCK_BYTES, and two
-    workspace slots of that size (c, rows, in): per-sample weights and weight gradients."""
-    _, o, i = S.shape
-    rows = max(1, min(o, BLOCK_BYTES // (c * i * S.element_size())))
-    buf = workspace(2 * c * rows * i, S)
-    return rows, buf[:c * rows * i], buf[c * rows * i:]
+    """Input rows per block, so that one block of c samples' weights fits BLOCK_BYTES (on a CPU;
+    elsewhere one block), and two workspace slots of that size (c, rows, out): per-sample
+    weights and per-sample weight gradients."""
+    _, i, o = S.shape
+    rows = i if S.device.type != "cpu" else max(1, min(i, BLOCK_BYTES // (c * o * S.element_size())))
+    buf = workspace(2 * c * rows * o, S)
+    return rows, buf[:c * rows * o], buf[c * rows * o:]
 
 
 def _build(w1: torch.Tensor, S: torch.Tensor, r: int, n: int, slot: torch.Tensor) -> torch.Tensor:
-    """Rows r:r+n of the per-sample weights, [w_b, 1] @ [dW; W0]: (c, T + 1) -> (c, n, in) in
-    ``slot``. One matrix product, no copy of W0 (the stack's last row, weighted by 1)."""
-    K1, _, i = S.shape
-    out = slot[:w1.shape[0] * n * i].view(w1.shape[0], n * i)
-    torch.mm(w1, S[:, r:r + n].reshape(K1, n * i), out=out)
-    return out.view(-1, n, i)
+    """Input rows r:r+n of the per-sample weights (transposed), [w_b, 1] @ [dW^T; W0^T]:
+    (c, T + 1) -> (c, n, out) in ``slot``. One matrix product; W0 is the stack's last row,
+    weighted by 1, so it is never copied."""
+    K1, _, o = S.shape
+    out = slot[:w1.shape[0] * n * o].view(w1.shape[0], n * o)
+    torch.mm(w1, S[:, r:r + n].reshape(K1, n * o), out=out)
+    return out.view(-1, n, o)
 
 
 class _PerSampleLinear(torch.autograd.Function):
-    """y[b] = x[b] @ (W0 + sum_t w[b, t] dW[t])^T, ``chunk`` samples at a time and, within a
-    chunk, a block of output rows at a time: the block's per-sample weights are built, applied
-    while they are still in cache, and overwritten by the next block. Backward rebuilds them
-    instead of keeping any. ``S`` is the stack [dW; W0] (T + 1, out, in)."""
+    """y[b] = x[b] @ (W0 + sum_t w[b, t] dW[t])^T, ``chunk`` samples at a time and, within a chunk,
+    a block of input rows at a time: the block's per-sample weights are built, applied while
+    they are still in cache (the products accumulate over blocks), and overwritten by the next
+    block. Backward rebuilds them instead of keeping any. ``S``: the stack (T + 1, in, out)."""
 
     @staticmethod
     def forward(ctx, x, w, S, chunk: int):
-        # x: (B, N, in), w: (B, T), S: (T + 1, out, in) -> (B, N, out)
+        # x: (B, N, in), w: (B, T), S: (T + 1, in, out) -> (B, N, out)
         ctx.save_for_backward(x, w, S)
         ctx.chunk = chunk
-        w1, o = _extend(w, S.dtype), S.shape[1]
-        out = x.new_empty(*x.shape[:2], o)
+        w1, i = _extend(w, S.dtype), S.shape[1]
+        out = x.new_empty(*x.shape[:2], S.shape[2])
         for s in range(0, x.shape[0], chunk):
             xs, ys, ws = x[s:s + chunk], out[s:s + chunk], w1[s:s + chunk]
             rows, slot, _ = _blocks(xs.shape[0], S)
-            for r in range(0, o, rows):
-                n = min(rows, o - r)
-                torch.bmm(xs, _build(ws, S, r, n, slot).transpose(1, 2), out=ys[:, :, r:r + n])
+            for r in range(0, i, rows):
+                n = min(rows, i - r)
+                W = _build(ws, S, r, n, slot)                                # (c, n, out)
+                if r == 0:
+                    torch.bmm(xs[:, :, :n], W, out=ys)
+                else:
+                    ys.baddbmm_(xs[:, :, r:r + n], W)
         return out
 
     @staticmethod
@@ -116,59 +123,53 @@ class _PerSampleLinear(torch.autograd.Function):
         x, w, S = ctx.saved_tensors
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         gw = torch.zeros(w.shape, dtype=S.dtype) if ctx.needs_input_grad[1] else None
-        w1, (T, o, i) = _extend(w, S.dtype), (S.shape[0] - 1, *S.shape[1:])
+        w1, (K1, i, o) = _extend(w, S.dtype), S.shape
+        T = K1 - 1
         for s in range(0, x.shape[0], ctx.chunk):
             sl = slice(s, s + ctx.chunk)
-            xs, gys = x[sl].to(S.dtype), gy[sl]
+            xs, gys = x[sl].to(S.dtype), gy[sl].to(S.dtype)
             c = xs.shape[0]
             rows, slot, gslot = _blocks(c, S)
-            for r in range(0, o, rows):
-                n = min(rows, o - r)
-                g = gys[:, :, r:r + n]                                       # (c, N, n)
-                if gx is not None:       # gx_b = sum over row blocks of gy_b[:, block] @ W_b[block]
-                    W = _build(w1[sl], S, r, n, slot)
-                    if r == 0:
-                        torch.bmm(g, W, out=gx[sl])
-                    else:
-                        gx[sl].baddbmm_(g, W)
-                if gw is not None:       # gw[b, t] = <gy_b^T x_b, dW_t>, a block of rows at a time
-                    G = gslot[:c * n * i].view(c, n, i)
-                    torch.bmm(g.transpose(1, 2), xs, out=G)
-                    gw[sl].addmm_(G.view(c, n * i), S[:T, r:r + n].reshape(T, n * i).t())
+            for r in range(0, i, rows):
+                n = min(rows, i - r)
+                if gx is not None:       # gx_b[:, block] = gy_b @ W_b[:, block]
+                    torch.bmm(gys, _build(w1[sl], S, r, n, slot).transpose(1, 2), out=gx[sl][:, :, r:r + n])
+                if gw is not None:       # gw[b, t] = <x_b^T gy_b, dW_t^T>, a block of input rows at a time
+                    G = gslot[:c * n * o].view(c, n, o)
+                    torch.bmm(xs[:, :, r:r + n].transpose(1, 2), gys, out=G)
+                    gw[sl].addmm_(G.view(c, n * o), S[:T, r:r + n].reshape(T, n * o).t())
         return gx, (gw.to(w.dtype) if gw is not None else None), None, None
 
 
 class _PerSampleOutputs(torch.autograd.Function):
-    """The same map in output space: x W0^T + sum_t w[b, t] (x dW[t]^T), chunked over the batch,
-    recomputing the per-expert outputs in backward instead of keeping them."""
+    """The same map in output space: sum_t w1[b, t] (x_b @ S_t) over the stack's T + 1 matrices
+    (the last, W0^T, weighted by 1): T + 1 products over all tokens, no per-sample weights and
+    no transient larger than x or y. Backward reuses each gy @ S_t^T for both gradients."""
 
     @staticmethod
-    def forward(ctx, x, w, W0, dW, chunk: int):
-        ctx.save_for_backward(x, w, W0, dW)
-        ctx.chunk = chunk
-        T, o, i = dW.shape
-        out = F.linear(x, W0)
-        for s in range(0, x.shape[0], chunk):
-            P = F.linear(x[s:s + chunk], dW.view(T * o, i)).unflatten(-1, (T, o))  # (c, N, T, out)
-            out[s:s + chunk] += torch.einsum("bt,bnto->bno", w[s:s + chunk].to(P.dtype), P)
-        return out
+    def forward(ctx, x, w, S):
+        ctx.save_for_backward(x, w, S)
+        w1 = _extend(w, S.dtype)
+        B, N, i = x.shape
+        out = x.new_zeros(B * N, S.shape[2])
+        for t in range(S.shape[0]):
+            out.addmm_((x * w1[:, t, None, None]).view(B * N, i), S[t])
+        return out.view(B, N, -1)
 
     @staticmethod
     def backward(ctx, gy):
-        x, w, W0, dW = ctx.saved_tensors
-        T, o, i = dW.shape
-        gx = gy @ W0 if ctx.needs_input_grad[0] else None
-        gw = torch.empty(w.shape, dtype=dW.dtype) if ctx.needs_input_grad[1] else None
-        for s in range(0, x.shape[0], ctx.chunk):
-            sl = slice(s, s + ctx.chunk)
-            ws = w[sl].to(dW.dtype)
-            if gx is not None:   # sum_t w_t gy dW_t as one matmul over (T x out)
-                scaled = (gy[sl].unsqueeze(-2) * ws[:, None, :, None]).flatten(-2)   # (c, N, T*out)
-                gx[sl] += scaled @ dW.view(T * o, i)
-            if gw is not None:
-                P = F.linear(x[sl], dW.view(T * o, i)).unflatten(-1, (T, o))
-                gw[sl] = torch.einsum("bno,bnto->bt", gy[sl], P)
-        return gx, (gw.to(w.dtype) if gw is not None else None), None, None, None
+        x, w, S = ctx.saved_tensors
+        B, N, i = x.shape
+        w1 = _extend(w, S.dtype)
+        gx = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
+        gw = torch.empty(w.shape, dtype=S.dtype) if ctx.needs_input_grad[1] else None
+        for t in range(S.shape[0]):
+            q = (gy.reshape(B * N, -1) @ S[t].t()).view(B, N, i)          # gy @ S_t^T
+            if gx is not None:
+                gx.add_(q * w1[:, t, None, None])
+            if gw is not None and t < w.shape[1]:
+                gw[:, t] = (q * x).sum(dim=(1, 2))
+        return gx, (gw.to(w.dtype) if gw is not None else None), None
 
 
 class DenseExperts(nn.Module):
@@ -257,10 +258,11 @@ class EnsembleLinear(nn.Module):
     """A linear layer whose weights are the pre-trained ones plus routed task vectors.
 
     With dense experts the pre-trained weights live right after the task vectors in one buffer,
-    ``[dW_1 .. dW_T; W0]`` (T + 1, out, in): ``weight`` and ``experts.weight`` are views of it, so
-    a sample's weights are one product ``[w_b, 1] @ stack`` with no copy of W0. Moving the layer
-    (``.to``) re-stacks it; where the two are not adjacent (e.g. loaded with ``assign=True``)
-    the stack is concatenated per forward, which is slower but equal."""
+    transposed, ``[dW_1^T .. dW_T^T; W0^T]`` (T + 1, in, out): ``weight`` (out, in) and
+    ``experts.weight`` (T, out, in) are views of it, so a block of a sample's weights is one
+    product ``[w_b, 1] @ stack[:, block]`` with no copy of W0, and blocks of input rows are
+    contiguous. Moving the layer (``.to``) re-stacks it; where the two are not adjacent (e.g.
+    loaded with ``assign=True``) the stack is concatenated per forward: slower, equal."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, experts: nn.Module, impl: str = "auto"):
         super().__init__()
@@ -273,15 +275,16 @@ class EnsembleLinear(nn.Module):
         self.restack()
 
     def restack(self) -> None:
-        """Put dense experts and the pre-trained weights into one (T + 1, out, in) buffer."""
+        """Put dense experts and the pre-trained weights into one (T + 1, in, out) buffer."""
         W0 = self.weight
         dW = getattr(self.experts, "weight", None) if isinstance(self.experts, DenseExperts) else None
         if dW is None or W0 is None or dW.dtype != W0.dtype or dW.device != W0.device or _stack_view(W0, dW) is not None:
             return
-        stack = torch.empty((dW.shape[0] + 1, *W0.shape), dtype=W0.dtype, device=W0.device)
-        stack[:-1].copy_(dW)
-        stack[-1].copy_(W0)
-        self.experts.weight, self.weight = stack[:-1], stack[-1]
+        T, o, i = dW.shape
+        stack = torch.empty((T + 1, i, o), dtype=W0.dtype, device=W0.device)
+        stack[:-1].copy_(dW.transpose(1, 2))
+        stack[-1].copy_(W0.t())
+        self.experts.weight, self.weight = stack[:-1].transpose(1, 2), stack[-1].t()
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
@@ -289,10 +292,12 @@ class EnsembleLinear(nn.Module):
         return self
 
     def stack(self) -> torch.Tensor:
-        """(T + 1, out, in): the task vectors, then the pre-trained weights."""
+        """(T + 1, in, out): the task vectors, then the pre-trained weights, each transposed."""
         dW = self.experts.delta()      # dense experts: the buffer itself; sparse: decompressed
         view = _stack_view(self.weight, dW)
-        return view if view is not None else torch.cat([dW, self.weight.unsqueeze(0).to(dW.dtype)])
+        if view is not None:
+            return view
+        return torch.cat([dW, self.weight.unsqueeze(0).to(dW.dtype)]).transpose(1, 2).contiguous()
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """x: (B, N, in); w: (B, T) per sample or (T,) shared by the batch -> (B, N, out)."""
@@ -310,13 +315,12 @@ class EnsembleLinear(nn.Module):
     def _matmul(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if isinstance(self.experts, LowRankExperts):
             return F.linear(x, self.weight) + _lowrank_delta(x, w, self.experts.a, self.experts.b)
-        S = self.stack()
-        T, o, i = S.shape[0] - 1, S.shape[1], S.shape[2]
+        S = self.stack()                                # (T + 1, in, out)
+        K1, i, o = S.shape
         if w.dim() == 1:   # one weight vector for the whole batch: merge once, plain matmul
-            return F.linear(x, (_extend(w[None], S.dtype) @ S.view(T + 1, -1)).view(o, i))
+            return x @ (_extend(w[None], S.dtype) @ S.view(K1, i * o)).view(i, o)
         if self.choose_impl(x.shape[1], x.device.type) == "outputs":
-            chunk = max(1, CHUNK_BYTES // (x.shape[1] * T * o * x.element_size()))
-            return _PerSampleOutputs.apply(x, w, S[-1], S[:-1], chunk)
+            return _PerSampleOutputs.apply(x, w, S)
         chunk = max(CHUNK_SAMPLES, CHUNK_BYTES // (o * i * S.element_size()))
         return _PerSampleLinear.apply(x, w, S, chunk)
 
