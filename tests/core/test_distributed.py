@@ -44,6 +44,7 @@ def ranks() -> dict[str, list[dict]]:
     """Every scenario that keeps the process group alive, in ONE launch of 2 ranks (starting the
     processes is most of the time): scenario name -> each rank's {"value"} or {"error"}."""
     scenarios = {name: (dr.adapt_scenario, case) for name, case in CASES.items()}
+    scenarios["again"] = (dr.adapt_scenario, CASES["wemoe, tiny8 levers"])
     scenarios["float64"] = (dr.adapt_scenario, (*float64_case(), 0, "float64"))
     scenarios |= {f"sharded {name}": (dr.sharded_scenario, (hp, sharded_adapt(hp))) for name, hp in SHARDED.items()}
     scenarios["batch of 3"] = (dr.adapt_scenario, ("wemoe", {}, {"steps": 2, "batch_size": 3}))
@@ -78,6 +79,12 @@ def test_data_parallel_adaptation_equals_one_process(ranks, case):
         assert r.get("share") == one.get("share")
     # the ranks never drift apart: bit for bit the same parameters
     assert all(torch.equal(a, b) for a, b in zip(got[0]["trainable"], got[1]["trainable"]))
+
+
+def test_data_parallel_is_deterministic_for_a_seed(ranks):
+    first, again = values(ranks["wemoe, tiny8 levers"]), values(ranks["again"])
+    for a, b in zip(first, again):
+        assert all(torch.equal(x, y) for x, y in zip(a["trainable"], b["trainable"])) and a["losses"] == b["losses"]
 
 
 def test_data_parallel_is_exact_up_to_rounding_in_float64(ranks):
