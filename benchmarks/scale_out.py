@@ -74,6 +74,34 @@ def table(activation_per_token_layer: float) -> str:
     return "\n".join(rows)
 
 
+def step_flops(arch: str, tasks: int, per_task: int = 16) -> float:
+    """FLOPs of one adaptation step: per image 3 plain forwards (forward, input gradients, the
+    per-sample weight gradients the routers need) and 3 builds of its MLP weights (forward,
+    rebuilt in backward, and the T inner products of the router gradient), 2 FLOPs per multiply-add."""
+    d, L, n = ARCHS[arch]
+    forward = L * (24 * n * d * d + 4 * n * n * d)
+    build = L * 16 * d * d * tasks
+    return per_task * tasks * 3 * (forward + build)
+
+
+def step_traffic(arch: str, tasks: int, per_task: int = 16) -> dict:
+    """Bytes all-reduced per step: data parallel, the router gradients; experts sharded, the
+    outputs of every routed linear layer forward and its input gradients backward (fp32)."""
+    d, L, n = ARCHS[arch]
+    return {"data parallel": 4 * router_params(arch, tasks), "sharded": 2 * 4 * 5 * d * n * per_task * tasks * L}
+
+
+def cost_table(tflops: float = 20.0) -> str:
+    rows = [f"| model | tasks | TFLOP per step | GPU-hours per 1,000 steps at {tflops:g} TFLOP/s | all-reduced per step: data parallel | experts sharded |",
+            "|---|---|---|---|---|---|"]
+    for arch in ARCHS:
+        for tasks in (8, 14, 20):
+            f, t = step_flops(arch, tasks), step_traffic(arch, tasks)
+            rows.append(f"| {arch} | {tasks} | {f / 1e12:.1f} | {1000 * f / (tflops * 1e12) / 3600:.2f} | "
+                        f"{t['data parallel'] / 1e6:.0f} MB | {t['sharded'] / 1e9:.1f} GB |")
+    return "\n".join(rows)
+
+
 # --- measured ---------------------------------------------------------------------------------------
 def _status(field: str) -> int:
     with open("/proc/self/status") as f:
@@ -244,12 +272,15 @@ def main(argv: list[str] | None = None) -> int:
         measure(args)
     else:
         print(table(args.activation_bytes or ACTIVATION_BYTES))
+        print()
+        print(cost_table())
     return 0
 
 
 # Activation bytes per token per block per image that one adaptation step keeps, at width 768
-# (scaled by width for L/14). From `measure` on this CPU: see the README's Scaling out section.
-ACTIVATION_BYTES = 60_000.0
+# (scaled by width for L/14): measured here, one process, 4 blocks x 8 tasks, 2 vs 4 images per task
+# (peak 1,909 vs 2,071 MB: 162 MB for 3,200 more token-blocks). See the README, Scaling out.
+ACTIVATION_BYTES = 53_000.0
 
 
 if __name__ == "__main__":

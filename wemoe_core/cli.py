@@ -72,7 +72,8 @@ def _evaluate(args) -> int:
     result = run_suite(pool, expand_methods(args.methods), args.tasks.split(",") if args.tasks else None,
                        steps=steps, curve_every=args.curve_every, eval_limit=args.eval_limit,
                        progress=_bar if _main_rank(group) else None, device=device,
-                       shard=group if args.shard_experts else None)
+                       shard=group if args.shard_experts else None,
+                       adapt={"batch_size": args.batch_size} if args.batch_size else None)
     if not _main_rank(group):          # rank 0 alone prints and writes
         return 0
     if group is not None:
@@ -107,10 +108,10 @@ def _merge(args) -> int:
     tasks = args.tasks.split(",") if args.tasks else None
     if tasks is not None and len(tasks) != len(set(tasks)) or (tasks is not None and not all(tasks)):
         raise ValueError(f"--tasks {args.tasks!r}: name each task once, separated by commas")
-    adapt = {"steps": args.steps} if args.steps is not None else None
+    adapt = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None} or None
     hparams = _parse_sets(args.set)
     if adapt is not None and recipe_for(pool, args.method, hparams)[2] is None:
-        raise ValueError(f"{args.method} does not adapt: drop --steps (or choose adamerging_task, "
+        raise ValueError(f"{args.method} does not adapt: drop --steps and --batch-size (or choose adamerging_task, "
                          "adamerging_layer or wemoe)")
     group, device = _ranks(args, pool)
     main_rank = _main_rank(group)
@@ -223,6 +224,8 @@ def _demo(args) -> int:
 def _scale_out_options(p: argparse.ArgumentParser) -> None:
     import os
 
+    p.add_argument("--batch-size", type=int, help="adaptation images per task per step (default: the pool's recipe; "
+                   "under torchrun a multiple of the number of ranks)")
     p.add_argument("--device", default=os.environ.get("WEMOE_DEVICE") or "cpu",
                    help="cpu, cuda (under torchrun: each rank's own GPU) or cuda:N (default: $WEMOE_DEVICE or cpu)")
     p.add_argument("--shard-experts", action="store_true",

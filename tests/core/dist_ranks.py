@@ -171,7 +171,7 @@ def mismatch_scenario(group, what: str):
     return adapt_case("wemoe", {}, {"steps": 2, "lr": lr}, pool_seed=group.rank if what == "pool" else 0)
 
 
-def sharded_scenario(group, hparams, adapt):
+def sharded_scenario(group, hparams, adapt, dtype="float32"):
     """Expert sharding: forward features, router gradients of one loss, then N adaptation steps."""
     from tests.conftest import make_pool
     from wemoe_core.merging.wemoe import WEMoEParams
@@ -182,21 +182,22 @@ def sharded_scenario(group, hparams, adapt):
     pre, fts, heads = make_pool()
     params = validate(WEMoEParams, hparams)
     model = MultiTaskModel(upscale_sharded(pre, fts, group, params=params, task_names=TASKS), heads)
-    return sharded_checks(model, adapt) | {"expert_bytes": expert_bytes(model),
-                                           "fingerprint": full_fingerprint(model.encoder, group)}
+    return sharded_checks(model.to(getattr(torch, dtype)), adapt) | {
+        "expert_bytes": expert_bytes(model), "fingerprint": full_fingerprint(model.encoder, group)}
 
 
 def sharded_checks(model, adapt: dict) -> dict:
     import wemoe_core as wc
 
-    x = next(streams(6, seed=3)["task0"])
+    dt = next(model.parameters()).dtype
+    x = next(streams(6, seed=3, dtype=dt)["task0"])
     feats = model.features(x)
     loss = sum(model.logits(x, t).logsumexp(-1).mean() for t in TASKS)
     loss.backward()
     grads = [p.grad.detach().clone() for p in model.trainable_parameters()]
     model.zero_grad(set_to_none=True)
-    res = wc.adapt(model, streams(adapt.get("batch_size", 4)), wc.AdaptParams(**adapt))
-    table = wc.evaluate(model, eval_sets())
+    res = wc.adapt(model, streams(adapt.get("batch_size", 4), dtype=dt), wc.AdaptParams(**adapt))
+    table = wc.evaluate(model, eval_sets(dtype=dt))
     return {"features": feats.detach(), "grads": grads, "losses": [h.loss for h in res.history],
             "trainable": [p.detach().clone() for p in model.trainable_parameters()],
             "accuracy": table["accuracy"].to_dict()}

@@ -47,6 +47,7 @@ def ranks() -> dict[str, list[dict]]:
     scenarios["again"] = (dr.adapt_scenario, CASES["wemoe, tiny8 levers"])
     scenarios["float64"] = (dr.adapt_scenario, (*float64_case(), 0, "float64"))
     scenarios |= {f"sharded {name}": (dr.sharded_scenario, (hp, sharded_adapt(hp))) for name, hp in SHARDED.items()}
+    scenarios["sharded float64"] = (dr.sharded_scenario, (SHARDED["dense+attention"], sharded_adapt({}), "float64"))
     scenarios["batch of 3"] = (dr.adapt_scenario, ("wemoe", {}, {"steps": 2, "batch_size": 3}))
     scenarios |= {f"other {what}": (dr.mismatch_scenario, (what,)) for what in ("pool", "recipe")}
     results = dr.run_ranks(dr.scenarios_worker, 2, scenarios, timeout=280)
@@ -117,6 +118,19 @@ def test_sharded_experts_equal_one_process(ranks, name):
         assert max_diff(r["trainable"], one["trainable"]) < 1e-5
         assert r["accuracy"] == one["accuracy"] and r["fingerprint"] == fp
     assert [r["expert_bytes"] for r in got] == [total * 2 // 3, total // 3]
+
+
+def test_sharded_experts_are_exact_up_to_rounding_in_float64(ranks):
+    import wemoe_core as wc
+    from tests.conftest import make_pool
+    from wemoe_core.model.towers import MultiTaskModel
+
+    pre, fts, heads = make_pool()
+    whole = MultiTaskModel(wc.upscale(pre, fts, task_names=dr.TASKS, **SHARDED["dense+attention"]), heads).double()
+    one = dr.sharded_checks(whole, sharded_adapt({}))
+    for r in values(ranks["sharded float64"]):
+        assert float((r["features"] - one["features"]).abs().max()) < 1e-12
+        assert max_diff(r["grads"], one["grads"]) < 1e-12 and max_diff(r["trainable"], one["trainable"]) < 1e-12
 
 
 def test_ranks_must_share_the_batch_equally(ranks):

@@ -55,7 +55,7 @@ def run_one(pool: Pool, tasks: Sequence[str], variant: str, *, steps: int | None
 
 def run_suite(pool: Pool, variants: Sequence[str], tasks: Sequence[str] | None = None, *, steps: int | None = None,
               curve_every: int = 0, eval_limit: int | None = None, progress=None,
-              device: str | torch.device = "cpu", shard: Group | None = None) -> dict:
+              device: str | torch.device = "cpu", shard: Group | None = None, adapt: dict | None = None) -> dict:
     """Every variant on the pool; returns the JSON-ready result (accuracy per method and task,
     normalised accuracy, routing share of the default WEMoE, curves, wall time)."""
     t0 = time.perf_counter()
@@ -65,7 +65,7 @@ def run_suite(pool: Pool, variants: Sequence[str], tasks: Sequence[str] | None =
     for variant in variants:
         log.info("running %s", variant)
         run = run_one(pool, tasks, variant, steps=steps, curve_every=curve_every, eval_limit=eval_limit,
-                      progress=progress, device=device, shard=shard)
+                      progress=progress, device=device, shard=shard, adapt=adapt)
         table = run.table
         out["accuracy"][variant] = {t: round(float(table.at[t, "accuracy"]), 2) for t in table.index}
         if "normalized" in table:
