@@ -69,8 +69,10 @@ def table(activation_per_token_layer: float) -> str:
                 one = sum(static_bytes(arch, tasks, compress).values())
                 shard = sum(static_bytes(arch, tasks, compress, shards=8).values())
                 label = "dense" if compress == "none" else "rank 16"
-                rows.append(f"| {arch} | {tasks} | {label} {4 * expert_params(arch, compress) * tasks / GB:.1f} GB | "
-                            f"{(one + acts) / GB:.1f} GB | {(one + acts / 8) / GB:.1f} GB | {(shard + acts) / GB:.1f} GB |")
+                size = 4 * expert_params(arch, compress) * tasks / GB
+                size = f"{size:.1f}" if size >= 1 else f"{size:.2f}"
+                rows.append(f"| {arch} | {tasks} | {label} {size} GB | {(one + acts) / GB:.1f} GB | "
+                            f"{(one + acts / 8) / GB:.1f} GB | {(shard + acts) / GB:.1f} GB |")
     return "\n".join(rows)
 
 
