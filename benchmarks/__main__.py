@@ -31,6 +31,7 @@ def run(plan: Plan, sections: tuple[str, ...]) -> dict:
            "seconds": {}}
     setup = core.setup_of(plan)
     res["setup_label"] = setup.label()
+    res["limits"] = core.arithmetic(plan)
     bench = None
     for name in sections:
         t0 = time.perf_counter()

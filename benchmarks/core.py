@@ -4,12 +4,13 @@ Times come from the main process (interleaved rounds, ``harness.compare``); peak
 fresh probe process per model (``harness.run_probe``)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import torch
 import torch.nn.functional as F
 
-from . import harness, synthetic
+from . import harness, limits, synthetic
 from .plans import Plan
 from .scenarios import Bench, Setup
 
@@ -43,16 +44,37 @@ def _cuda_peaks(bench: Bench, calls) -> dict:
     return {"peaks": peaks, "expert_bytes": bench.expert_bytes()}
 
 
+def arithmetic(plan: Plan) -> dict:
+    """The arithmetic limits of the plan's setting (``limits.py``; routers of depth 2, as the
+    synthetic WEMoE has): dense experts, and low-rank ones at the plan's rank."""
+    cfg = synthetic.vit_config(plan.arch, plan.layers)
+    dense = limits.limits(cfg, plan.experts, 2)
+    low = limits.limits(cfg, plan.experts, 2, rank=plan.compressed_rank) if plan.compressed_rank else None
+    return {"dense": dense, "lowrank": low}
+
+
 def inference(plan: Plan, bench: Bench) -> dict:
-    """WEMoE forward vs the plain tower and the per-sample loop, per batch size."""
-    out = {}
+    """WEMoE forward vs the plain tower and the per-sample loop, per batch size, and (when the
+    plan has a rank) WEMoE with low-rank experts in the same rounds; each ratio beside its limit."""
+    out, lim = {}, arithmetic(plan)
+    comp = Bench(dataclasses.replace(bench.setup, compress="lowrank", rank=plan.compressed_rank)) if plan.compressed_rank else None
     for batch in plan.infer_batches:
         variants = ["plain", "wemoe"] + (["loop"] if batch in plan.loop_infer_batches else [])
-        times = harness.compare({v: bench.infer(v, batch) for v in variants}, plan.rounds)
-        row = {f"{v}_s": harness.median(times[v]) for v in variants}
+        calls = {v: bench.infer(v, batch) for v in variants}
+        if comp is not None:
+            calls["lowrank"] = comp.infer("wemoe", batch)
+        times = harness.compare(calls, plan.rounds)
+        row = {f"{v}_s": harness.median(times[v]) for v in times}
         row["time_ratio_vs_plain"] = harness.ratio(times, "wemoe", "plain")
+        row["limit_ratio"] = lim["dense"]["inference"]
+        row["share_of_limit"] = limits.share(row["time_ratio_vs_plain"], row["limit_ratio"])
         if "loop" in variants:
             row["speedup_vs_loop"] = harness.ratio(times, "loop", "wemoe")
+        if comp is not None:
+            row["lowrank_rank"] = plan.compressed_rank
+            row["lowrank_time_ratio_vs_plain"] = harness.ratio(times, "lowrank", "plain")
+            row["lowrank_limit_ratio"] = lim["lowrank"]["inference"]
+            row["lowrank_share_of_limit"] = limits.share(row["lowrank_time_ratio_vs_plain"], row["lowrank_limit_ratio"])
         out[str(batch)] = row
         log.info("inference batch %d: %s", batch, row)
     return out
@@ -63,9 +85,11 @@ def tta(plan: Plan, bench: Bench) -> dict:
     n = plan.tta_per_task
     times = harness.compare({v: bench.tta(v, n) for v in ("plain", "wemoe", "loop")}, plan.rounds)
     out = {f"{v}_s": harness.median(times[v]) for v in times}
-    out.update(per_task=n, images=n * plan.experts,
-               time_ratio_vs_plain=harness.ratio(times, "wemoe", "plain"),
-               speedup_vs_loop=harness.ratio(times, "loop", "wemoe"))
+    ratio = harness.ratio(times, "wemoe", "plain")
+    limit = arithmetic(plan)["dense"]["tta_step"]
+    out.update(per_task=n, images=n * plan.experts, time_ratio_vs_plain=ratio,
+               speedup_vs_loop=harness.ratio(times, "loop", "wemoe"),
+               limit_ratio=limit, share_of_limit=limits.share(ratio, limit))
     log.info("tta step: %s", out)
     return out
 

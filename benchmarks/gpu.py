@@ -40,7 +40,7 @@ def run_gpu(sections: tuple[str, ...], plan: Plan = GPU, archs: tuple[str, ...] 
             res[k] = main[k]
     res["setup_label"] = f"{archs[0]} {plan.dtypes[0]} headline; all runs under `runs`"
     res.update(report.headline(res))
-    res["targets"] = report.verdicts(report.headline(res))
+    res["targets"] = report.verdicts(report.headline(res), gpu=True)
     return res
 
 

@@ -31,6 +31,7 @@ class Plan:
     compress: tuple[dict, ...] = field(default_factory=lambda: (
         {"compress": "lowrank", "rank": 16}, {"compress": "lowrank", "rank": 8},
         {"compress": "sparse", "density": 0.1}, {"compress": "sparse", "density": 0.05}))
+    compressed_rank: int | None = 16           # inference also times low-rank experts of this rank (None: not)
     dtypes: tuple[str, ...] = ("float32",)
     device: str = "cpu"
     skip: tuple[str, ...] = ()                 # sections this mode leaves out unless asked for

@@ -35,7 +35,8 @@ class Setup:
     experts: int = 8
     tasks: int | None = None         # heads, one batch each per step; None: one per expert
     impl: str = "auto"               # EnsembleLinear implementation: auto, weights, outputs
-    compress: str = "none"           # expert storage: none, lowrank, sparse
+    compress: str = "none"           # expert storage: none, lowrank
+    rank: int = 16                   # lowrank: the factors' rank
     dtype: str = "float32"
     device: str = "cpu"
 
@@ -51,7 +52,7 @@ class Bench:
         self.setup = setup
         self.cfg = synthetic.vit_config(setup.arch, setup.layers)
         dtype = getattr(torch, setup.dtype)
-        self.plain, self.moe = synthetic.wemoe(self.cfg, setup.experts, compress=setup.compress)
+        self.plain, self.moe = synthetic.wemoe(self.cfg, setup.experts, compress=setup.compress, rank=setup.rank)
         self.plain.to(setup.device, dtype)
         self.moe.to(setup.device, dtype)
         for m in self.moe.modules():

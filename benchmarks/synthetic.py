@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 
 import wemoe_core as wc
-from wemoe_core.merging.experts import DenseExperts, EnsembleLinear
+from wemoe_core.merging.experts import DenseExperts, EnsembleLinear, LowRankExperts
 from wemoe_core.merging.wemoe import Router, Routing, WEMoE
 from wemoe_core.model.towers import VisionConfig, build_vision, freeze
 
@@ -45,18 +45,29 @@ def finetuned_sources(pre: torch.nn.Module, experts: int, seed: int = 0) -> list
     return [source(t) for t in range(experts)]
 
 
-def wemoe(cfg: VisionConfig, experts: int, seed: int = 0, **options) -> tuple[torch.nn.Module, WEMoE]:
+def wemoe(cfg: VisionConfig, experts: int, seed: int = 0, compress: str = "none", rank: int = 16,
+          **options) -> tuple[torch.nn.Module, WEMoE]:
     """(pre-trained tower, a T-expert WEMoE of the same shapes), built fast: ``upscale`` from ONE
     random fine-tuned tower, then every expert dictionary widened to T scaled copies of its task
     vector and every router rebuilt for T outputs. Layout, dtype and bytes equal those of a
-    WEMoE upscaled from T towers; only the values differ, and speed does not depend on them."""
+    WEMoE upscaled from T towers; only the values differ, and speed does not depend on them.
+    ``compress="lowrank"``: each dictionary then becomes random rank-``rank`` factors of the
+    shapes ``LowRankExperts`` stores (an SVD of random task vectors would only cost time)."""
+    if compress not in ("none", "lowrank"):
+        raise ValueError(f"compress={compress!r}: the synthetic model has 'none' or 'lowrank'")
     pre = pretrained(cfg, seed)
     model = wc.upscale(pre, finetuned_sources(pre, 1, seed), task_names=["task0"], **options)
     scale = torch.linspace(0.5, 1.5, experts)
     for m in model.modules():
         if isinstance(m, EnsembleLinear):
             d, b = m.experts.weight, m.experts.bias
-            m.experts = DenseExperts(d * scale.view(-1, *[1] * (d.dim() - 1)), b * scale.view(-1, 1))
+            if compress == "lowrank":
+                g = torch.Generator().manual_seed(seed)
+                (o, i), sd = d.shape[1:], float(d.std()) / rank ** 0.5
+                m.experts = LowRankExperts(torch.randn(experts, o, rank, generator=g) * sd ** 0.5,
+                                           torch.randn(experts, i, rank, generator=g) * sd ** 0.5, b * scale.view(-1, 1))
+            else:
+                m.experts = DenseExperts(d * scale.view(-1, *[1] * (d.dim() - 1)), b * scale.view(-1, 1))
             m.restack()
         if isinstance(m, Routing):
             old = m.router
