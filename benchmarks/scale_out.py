@@ -210,15 +210,26 @@ def launch(args, mode: str, world: int) -> list[dict]:
 
 
 def measure(args) -> dict:
-    notes = []
+    notes, t_start = [], time.perf_counter()
+    command = "python -m benchmarks.scale_out " + " ".join(sys.argv[1:])
     if args.device.startswith("cuda") and not args.backend and torch.cuda.device_count() < args.world:
         args.backend = "gloo"          # NCCL cannot put two ranks on one GPU
         notes.append(f"{torch.cuda.device_count()} GPU(s) for {args.world} ranks: the ranks share the GPU over gloo; "
                      "NCCL is skipped (it needs one GPU per rank)")
     runs = {"one": launch(args, "one", 1)}
     if args.only_one:
-        print(json.dumps(runs["one"][0] | {"grads": None, "routers_after_step": None}), flush=True)
-        return runs["one"][0]
+        one = {k: v for k, v in runs["one"][0].items() if k not in ("grads", "routers_after_step")}
+        summary = {"setting": f"ViT-B/32 width, {args.blocks} blocks, {args.tasks} tasks ({args.compress}), "
+                              f"{args.per_task} images per task, one process, {args.device}",
+                   "command": command, "wall_s": round(time.perf_counter() - t_start, 1),
+                   "baseline_mb": round(one["baseline_bytes"] / 2**20), "peak_build_mb": round(one["peak_build_bytes"] / 2**20),
+                   "peak_step_mb": round(one["peak_step_bytes"] / 2**20), "expert_mb": round(one["expert_bytes"] / 2**20)}
+        print(json.dumps(one), flush=True)
+        print(json.dumps(summary), flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"summary": summary, "runs": {"one": [one]}}, f, indent=1)
+        return summary
     runs["sharded"] = launch(args, "sharded", args.world)
     runs["data parallel"] = launch(args, "data", args.world)
     ref = {k: torch.tensor(runs["one"][0].pop(k)) for k in ("grads", "routers_after_step")}
@@ -241,7 +252,8 @@ def measure(args) -> dict:
                "expert_mb": {k: [mb(r["expert_bytes"]) for r in v] for k, v in runs.items()},
                "step_s": {k: [r["step_s"] for r in v] for k, v in runs.items()},
                "vs_one_process": differ,   # gradient of the step (relative), routers after Adam's first step
-               "backend": args.backend or ("nccl" if args.device.startswith("cuda") else "gloo"), "notes": notes}
+               "backend": args.backend or ("nccl" if args.device.startswith("cuda") else "gloo"), "notes": notes,
+               "command": command, "wall_s": round(time.perf_counter() - t_start, 1)}    # all 1 + 2 x world processes
     print(json.dumps(summary), flush=True)
     if args.json:
         with open(args.json, "w") as f:
@@ -281,8 +293,10 @@ def main(argv: list[str] | None = None) -> int:
 
 # Activation bytes per token per block per image that one adaptation step keeps, at width 768
 # (scaled by width for L/14): measured here, one process, 4 blocks x 8 tasks, 2 vs 4 images per task
-# (peak 1,909 vs 2,071 MB: 162 MB for 3,200 more token-blocks). See the README, Scaling out.
-ACTIVATION_BYTES = 53_000.0
+# (peak over the step 1,863,335,936 vs 2,027,888,640 bytes: 164.6 MB for 3,200 more token-blocks,
+# 51.4 kB each; benchmarks/results/cpu_scale_out.json and cpu_scale_out_one_b4_p4.json). See the
+# README, Scaling out.
+ACTIVATION_BYTES = 51_400.0
 
 
 if __name__ == "__main__":
