@@ -73,6 +73,7 @@ def markdown(res: dict) -> str:
              f"mode `{plan['mode']}`, {res.get('setup_label', '')}. Times are medians of interleaved "
              "rounds; ratios are medians of per-round ratios.", ""]
     lines += _targets_table(res)
+    lines += _paper_batch(res.get("paper_batch"))
     lines += _main_table(res)
     lines += _limits_note(res)
     lines += _growth_table(res.get("growth"))
@@ -114,6 +115,17 @@ def _main_table(res: dict) -> list[str]:
                     f"{_f(t.get('limit_ratio'), 'x')} | {_pct(t.get('share_of_limit'))} | {_f(t['speedup_vs_loop'], 'x')} |")
     rows += _tta_memory_rows(res.get("tta_memory"), res["plan"])
     return rows + [""]
+
+
+def _paper_batch(p: dict | None) -> list[str]:
+    if not p:
+        return []
+    if "error" in p or "skipped" in p:
+        return [f"- Paper's batch: {p.get('error') or p.get('skipped')}", ""]
+    return [f"Adaptation step at the paper's batch ({p['per_task']}/task, {p['images']} images, {p['label']}): "
+            f"ours {p['wemoe_s']:.3f} s, per-sample loop {p['loop_s']:.3f} s ({p['speedup_vs_loop']:.1f}x faster); "
+            f"peak memory ours {p['wemoe_peak_mb']:.0f} MB, loop {p['loop_peak_mb']:.0f} MB "
+            f"({p['peak_memory_ratio_vs_loop']:.2f} of it).", ""]
 
 
 def _pct(x) -> str:

@@ -102,7 +102,9 @@ def _best(runs: dict) -> str | None:
 def _name(hp: dict) -> str:
     if not hp:
         return "dense"
-    return f"lowrank r={hp['rank']}" if hp["compress"] == "lowrank" else f"sparse d={hp['density']}"
+    if hp["compress"] == "lowrank":
+        return f"lowrank r={hp['rank']}" + (" bf16" if hp.get("factors") == "bfloat16" else "")
+    return f"sparse d={hp['density']}"
 
 
 def _expert_bytes(encoder) -> int:
