@@ -134,6 +134,28 @@ def test_vectorised_equals_per_sample_loop_forward_and_gradients(pool, images, i
         assert torch.allclose(g, p.grad, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("factors", ["float32", "bfloat16"])
+def test_lowrank_experts_equal_their_per_sample_loop_forward_and_gradients(pool, images, factors):
+    """Compressed experts are approximate, but the model they define is applied exactly: the
+    output-space low-rank path equals the per-sample loop over its own (decompressed) experts."""
+    pre, fts, _ = pool
+    model = wc.upscale(pre, fts, upscale_attention=True, compress="lowrank", rank=3, factors=factors)
+    low = [m.experts for m in model.modules() if isinstance(m, EnsembleLinear)]
+    assert all(e.a.dtype == getattr(torch, factors) for e in low)
+    model.to(torch.float32)                                    # moving keeps the storage dtype
+    assert all(e.a.dtype == getattr(torch, factors) for e in low)
+    target = torch.randn(6, 16, generator=torch.Generator().manual_seed(3))
+    out = model(images)
+    (out * target).sum().backward()
+    grads = [p.grad.clone() for p in model.router_parameters()]
+    model.zero_grad()
+    ref = _loop_outputs(model, images)
+    (ref * target).sum().backward()
+    assert torch.allclose(out, ref, atol=1e-5)
+    for g, p in zip(grads, model.router_parameters()):
+        assert torch.allclose(g, p.grad, atol=1e-5, rtol=1e-4)
+
+
 def test_per_sample_linear_gradcheck_with_chunks():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(5, 4, 6, dtype=torch.float64, generator=g, requires_grad=True)

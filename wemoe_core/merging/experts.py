@@ -192,7 +192,8 @@ class DenseExperts(nn.Module):
 
 
 class LowRankExperts(nn.Module):
-    """Task vectors compressed to rank r: dW_t = a_t @ b_t^T, a: (T, out, r), b: (T, in, r)."""
+    """Task vectors compressed to rank r: dW_t = a_t @ b_t^T, a: (T, out, r), b: (T, in, r).
+    The factors may be stored in bf16 (half the bytes); they are applied in the input's dtype."""
 
     def __init__(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
@@ -201,20 +202,34 @@ class LowRankExperts(nn.Module):
         self.register_buffer("bias", bias)
 
     @classmethod
-    def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None, rank: int) -> LowRankExperts:
-        # Truncated SVD per task: the best rank-r approximation in Frobenius norm.
+    def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None, rank: int,
+                   dtype: torch.dtype | None = None) -> LowRankExperts:
+        """Truncated SVD per task: the best rank-r approximation in Frobenius norm, split as
+        a = U sqrt(S), b = V sqrt(S) (balanced, so bf16 rounds both alike); factors in ``dtype``
+        (default: the weight's)."""
         U, S, Vh = torch.linalg.svd(weight.float(), full_matrices=False)      # (T,out,k) (T,k) (T,k,in)
         r = min(rank, S.shape[-1])
-        a = (U[..., :r] * S[:, None, :r]).to(weight.dtype).contiguous()
-        b = Vh[:, :r, :].transpose(1, 2).to(weight.dtype).contiguous()
+        root = S[:, None, :r].sqrt()
+        dtype = dtype or weight.dtype
+        a = (U[..., :r] * root).to(dtype).contiguous()
+        b = (Vh[:, :r, :].transpose(1, 2) * root).to(dtype).contiguous()
         return cls(a, b, bias)
+
+    def _apply(self, fn, recurse=True):
+        """Moving the model keeps bf16 factors bf16 (``model.to(torch.float32)`` would widen them)."""
+        keep = self.a.dtype if self.a.dtype == torch.bfloat16 else None
+        super()._apply(fn, recurse)
+        if keep is not None and self.a.dtype != keep and self.a.is_floating_point():
+            self.a, self.b = self.a.to(keep), self.b.to(keep)
+        return self
 
     @property
     def num_experts(self) -> int:
         return self.a.shape[0]
 
     def delta(self) -> torch.Tensor:
-        return self.a @ self.b.transpose(1, 2)
+        dt = torch.promote_types(self.a.dtype, torch.float32)
+        return self.a.to(dt) @ self.b.to(dt).transpose(1, 2)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.buffers())
@@ -314,7 +329,7 @@ class EnsembleLinear(nn.Module):
 
     def _matmul(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if isinstance(self.experts, LowRankExperts):
-            return F.linear(x, self.weight) + _lowrank_delta(x, w, self.experts.a, self.experts.b)
+            return _lowrank_matmul(x, w, self.weight, self.experts.a, self.experts.b)
         S = self.stack()                                # (T + 1, in, out)
         K1, i, o = S.shape
         if w.dim() == 1:   # one weight vector for the whole batch: merge once, plain matmul
@@ -335,8 +350,15 @@ class EnsembleLinear(nn.Module):
         return "weights" if tokens >= k else "outputs"
 
 
-def _lowrank_delta(x: torch.Tensor, w: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """sum_t w_t (x b_t) a_t^T for per-sample (B, T) or shared (T,) weights."""
-    z = torch.einsum("bni,tir->bntr", x, b)                              # (B, N, T, r)
+def _lowrank_matmul(x: torch.Tensor, w: torch.Tensor, W0: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x W0^T + sum_t w_t (x b_t) a_t^T for per-sample (B, T) or shared (T,) weights, as two flat
+    products over all tokens: z = x [b_1 .. b_T] (B N, T r), scaled by each sample's w_t, then
+    x W0^T + z [a_1 .. a_T]^T in one addmm. Factors stored in a narrower dtype (bf16) are widened
+    to x's for the products (fp32 accumulation)."""
+    T, i, r = b.shape
+    bs = b.to(x.dtype).permute(1, 0, 2).reshape(i, T * r)             # (in, T r)
+    at = a.to(x.dtype).permute(0, 2, 1).reshape(T * r, a.shape[1])    # (T r, out)
+    x2 = x.reshape(-1, i)
+    z = (x2 @ bs).view(*x.shape[:-1], T, r)
     z = z * (w[:, None, :, None] if w.dim() == 2 else w[:, None])
-    return torch.einsum("bntr,tor->bno", z, a)
+    return torch.addmm(F.linear(x2, W0), z.view(-1, T * r), at).view(*x.shape[:-1], -1)

@@ -255,7 +255,7 @@ def _collect(pre, finetuned, routed, lam, names, keep: range):
 
 def _experts(w: torch.Tensor, b: torch.Tensor, params: WEMoEParams) -> nn.Module:
     if params.compress == "lowrank":
-        return LowRankExperts.from_dense(w, b, params.rank)
+        return LowRankExperts.from_dense(w, b, params.rank, dtype=getattr(torch, params.factors))
     if params.compress == "sparse":
         return SparseExperts.from_dense(w, b, params.density)
     return DenseExperts(w, b)
