@@ -44,37 +44,43 @@ def _cuda_peaks(bench: Bench, calls) -> dict:
     return {"peaks": peaks, "expert_bytes": bench.expert_bytes()}
 
 
+def lowrank_name(hp: dict) -> str:
+    return f"lowrank r={hp['rank']}" + (" bf16" if hp.get("factors") == "bfloat16" else "")
+
+
 def arithmetic(plan: Plan) -> dict:
     """The arithmetic limits of the plan's setting (``limits.py``; routers of depth 2, as the
-    synthetic WEMoE has): dense experts, and low-rank ones at the plan's rank."""
+    synthetic WEMoE has): dense experts, and each low-rank variant of the plan."""
     cfg = synthetic.vit_config(plan.arch, plan.layers)
-    dense = limits.limits(cfg, plan.experts, 2)
-    low = limits.limits(cfg, plan.experts, 2, rank=plan.compressed_rank) if plan.compressed_rank else None
-    return {"dense": dense, "lowrank": low}
+    return {"dense": limits.limits(cfg, plan.experts, 2),
+            "lowrank": {lowrank_name(hp): limits.limits(cfg, plan.experts, 2, rank=hp["rank"]) for hp in plan.lowrank_variants()}}
 
 
 def inference(plan: Plan, bench: Bench) -> dict:
-    """WEMoE forward vs the plain tower and the per-sample loop, per batch size, and (when the
-    plan has a rank) WEMoE with low-rank experts in the same rounds; each ratio beside its limit."""
+    """WEMoE forward vs the plain tower and the per-sample loop, per batch size, and WEMoE with
+    each low-rank variant of the plan (random factors of its rank and storage) in the same
+    rounds; each ratio beside its limit."""
     out, lim = {}, arithmetic(plan)
-    comp = Bench(dataclasses.replace(bench.setup, compress="lowrank", rank=plan.compressed_rank)) if plan.compressed_rank else None
+    comps = {lowrank_name(hp): Bench(dataclasses.replace(bench.setup, compress="lowrank", rank=hp["rank"],
+                                                         factors=hp.get("factors", "float32")))
+             for hp in plan.lowrank_variants()}
     for batch in plan.infer_batches:
         variants = ["plain", "wemoe"] + (["loop"] if batch in plan.loop_infer_batches else [])
         calls = {v: bench.infer(v, batch) for v in variants}
-        if comp is not None:
-            calls["lowrank"] = comp.infer("wemoe", batch)
+        calls.update({name: c.infer("wemoe", batch) for name, c in comps.items()})
         times = harness.compare(calls, plan.rounds)
-        row = {f"{v}_s": harness.median(times[v]) for v in times}
+        row = {f"{v}_s": harness.median(times[v]) for v in variants}
         row["time_ratio_vs_plain"] = harness.ratio(times, "wemoe", "plain")
         row["limit_ratio"] = lim["dense"]["inference"]
         row["share_of_limit"] = limits.share(row["time_ratio_vs_plain"], row["limit_ratio"])
         if "loop" in variants:
             row["speedup_vs_loop"] = harness.ratio(times, "loop", "wemoe")
-        if comp is not None:
-            row["lowrank_rank"] = plan.compressed_rank
-            row["lowrank_time_ratio_vs_plain"] = harness.ratio(times, "lowrank", "plain")
-            row["lowrank_limit_ratio"] = lim["lowrank"]["inference"]
-            row["lowrank_share_of_limit"] = limits.share(row["lowrank_time_ratio_vs_plain"], row["lowrank_limit_ratio"])
+        row["lowrank"] = {}
+        for name in comps:
+            r = harness.ratio(times, name, "plain")
+            row["lowrank"][name] = {"s": harness.median(times[name]), "time_ratio_vs_plain": r,
+                                    "limit_ratio": lim["lowrank"][name]["inference"],
+                                    "share_of_limit": limits.share(r, lim["lowrank"][name]["inference"])}
         out[str(batch)] = row
         log.info("inference batch %d: %s", batch, row)
     return out

@@ -31,10 +31,13 @@ class Plan:
     compress: tuple[dict, ...] = field(default_factory=lambda: (
         {"compress": "lowrank", "rank": 16}, {"compress": "lowrank", "rank": 8},
         {"compress": "sparse", "density": 0.1}, {"compress": "sparse", "density": 0.05}))
-    compressed_rank: int | None = 16           # inference also times low-rank experts of this rank (None: not)
+    time_lowrank: bool = True                  # inference also times every low-rank variant of ``compress``
     dtypes: tuple[str, ...] = ("float32",)
     device: str = "cpu"
     skip: tuple[str, ...] = ()                 # sections this mode leaves out unless asked for
+
+    def lowrank_variants(self) -> list[dict]:
+        return [c for c in self.compress if c.get("compress") == "lowrank"] if self.time_lowrank else []
 
     def reductions(self) -> list[str]:
         """Plain-language list of every way this plan departs from the paper's setting."""
@@ -54,8 +57,9 @@ class Plan:
         return out
 
 
-FULL = Plan("full", tta_per_task=2, growth_rounds=1, tiny8_steps=200, kernel_tokens=(1, 4, 16, 50),
-            compress=({"compress": "lowrank", "rank": 16}, {"compress": "lowrank", "rank": 24}))
+FULL = Plan("full", tta_per_task=2, growth_rounds=1, tiny8_steps=200, kernel_tokens=(1, 4, 16, 50), tiny8_seeds=(0, 1, 2),
+            compress=({"compress": "lowrank", "rank": 16}, {"compress": "lowrank", "rank": 32, "factors": "bfloat16"},
+                      {"compress": "lowrank", "rank": 40, "factors": "bfloat16"}))
 QUICK = Plan("quick", layers=2, rounds=2, infer_batches=(2, 8), loop_infer_batches=(2,), tta_per_task=1,
              loop_memory_per_task=(1,), paper_per_task=None, growth_experts=(2, 8), growth_layers=(1, 2),
              growth_tasks=1, kernel_tokens=(1, 50), kernel_batch=4, build_layers=1, tiny8_quick=True,

@@ -37,6 +37,7 @@ class Setup:
     impl: str = "auto"               # EnsembleLinear implementation: auto, weights, outputs
     compress: str = "none"           # expert storage: none, lowrank
     rank: int = 16                   # lowrank: the factors' rank
+    factors: str = "float32"         # lowrank: the factors' storage (applied in ``dtype``)
     dtype: str = "float32"
     device: str = "cpu"
 
@@ -52,7 +53,8 @@ class Bench:
         self.setup = setup
         self.cfg = synthetic.vit_config(setup.arch, setup.layers)
         dtype = getattr(torch, setup.dtype)
-        self.plain, self.moe = synthetic.wemoe(self.cfg, setup.experts, compress=setup.compress, rank=setup.rank)
+        self.plain, self.moe = synthetic.wemoe(self.cfg, setup.experts, compress=setup.compress, rank=setup.rank,
+                                               factors=getattr(torch, setup.factors))
         self.plain.to(setup.device, dtype)
         self.moe.to(setup.device, dtype)
         for m in self.moe.modules():

@@ -103,7 +103,9 @@ def _name(hp: dict) -> str:
     if not hp:
         return "dense"
     if hp["compress"] == "lowrank":
-        return f"lowrank r={hp['rank']}" + (" bf16" if hp.get("factors") == "bfloat16" else "")
+        from .core import lowrank_name
+
+        return lowrank_name(hp)
     return f"sparse d={hp['density']}"
 
 

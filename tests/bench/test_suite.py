@@ -28,7 +28,7 @@ def test_reference_loop_equals_our_wemoe_forward_and_router_gradients(pool, imag
 def _fake_results():
     from benchmarks.plans import Plan
 
-    return {"limits": core.arithmetic(Plan("quick", compressed_rank=None)),
+    return {"limits": core.arithmetic(Plan("quick", time_lowrank=False)),
             "machine": {"date": "2026-01-01", "cpu": "test", "threads": 2, "memory_gb": 1, "torch": "x"},
         "plan": {"mode": "quick", "experts": 8, "paper_per_task": None}, "reductions": ["r"],
         "inference": {"4": {"plain_s": 1.0, "wemoe_s": 1.2, "loop_s": 3.0, "time_ratio_vs_plain": 1.2,
