@@ -21,7 +21,7 @@ def _problem(B=5, N=4, i=6, o=7, T=3, dtype=torch.float64, seed=0):
 
 def _run(fn, x, w, W0, dW, chunk):
     """A kernel on (W0, dW): the materialising one takes them stacked, [dW; W0]."""
-    S = torch.cat([dW, W0[None]]).transpose(1, 2).contiguous()
+    S = torch.cat([dW, W0[None]])
     return fn.apply(x, w, S, chunk) if fn is _PerSampleLinear else fn.apply(x, w, S)
 
 
@@ -49,13 +49,13 @@ def test_kernels_equal_the_loop_and_skip_unneeded_gradients(fn):
     assert torch.allclose(gx, torch.autograd.grad(_loop(x, w.detach(), W0, dW).sum(), x)[0], atol=1e-4)
 
 
-def test_blocks_of_rows_give_the_same_values_and_gradients(monkeypatch):
+def test_the_workspace_holds_one_chunk_and_chunks_give_the_same_values_and_gradients():
     x, w, W0, dW = _problem(B=5, i=5, o=13)
-    S = torch.cat([dW, W0[None]]).transpose(1, 2).contiguous()         # (T + 1, in, out)
-    whole = _PerSampleLinear.apply(x, w, S, 2)
-    monkeypatch.setattr(ensemble, "BLOCK_BYTES", 2 * 13 * 8 * 3)      # 3 input rows of 2 samples: 2 blocks, the last short
-    assert ensemble._blocks(2, S)[0] == 3
+    S = torch.cat([dW, W0[None]])                                       # (T + 1, out, in)
+    whole = _PerSampleLinear.apply(x, w, S, 5)
+    ensemble.release_workspace()
     assert torch.allclose(_PerSampleLinear.apply(x, w, S, 2), whole)
+    assert ensemble._local.buffers[torch.float64].numel() == 2 * 13 * 5   # one chunk's weights, reused
     assert torch.autograd.gradcheck(lambda a, b: _PerSampleLinear.apply(a, b, S, 2), (x, w))
 
 
@@ -63,8 +63,8 @@ def test_dense_experts_share_one_buffer_with_the_pretrained_weights():
     W0, dW = torch.randn(7, 6), torch.randn(3, 7, 6)
     lin = EnsembleLinear(W0, torch.zeros(7), DenseExperts(dW, torch.zeros(3, 7)))
     S = lin.stack()
-    assert S.shape == (4, 6, 7) and S.data_ptr() == lin.experts.weight.data_ptr()       # a view, no copy
-    assert torch.equal(S[-1], W0.t()) and torch.equal(S[:-1], dW.transpose(1, 2))
+    assert S.shape == (4, 7, 6) and S.data_ptr() == lin.experts.weight.data_ptr()       # a view, no copy
+    assert torch.equal(S[-1], W0) and torch.equal(S[:-1], dW)
     assert torch.equal(lin.weight, W0) and torch.equal(lin.experts.weight, dW)
     lin.to(torch.float64)                                       # moved: stacked again
     assert lin.stack().data_ptr() == lin.experts.weight.data_ptr() and lin.weight.dtype == torch.float64
@@ -113,7 +113,7 @@ def test_workspace_is_reused_per_thread_and_released():
 def test_concurrent_forwards_in_threads_give_the_serial_results():
     x, w, W0, dW = _problem(B=6, N=5, dtype=torch.float32)
     xs = [x.detach() + k for k in range(4)]
-    S = torch.cat([dW, W0[None]]).transpose(1, 2).contiguous()
+    S = torch.cat([dW, W0[None]])
     serial = [_PerSampleLinear.apply(xi, w.detach(), S, 2) for xi in xs]
     results = [None] * len(xs)
 

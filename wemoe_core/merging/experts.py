@@ -25,13 +25,12 @@ from torch import nn
 # Per-sample weights are built for at least CHUNK_SAMPLES samples at a time (more for small
 # layers, up to CHUNK_BYTES), in one reused per-thread workspace: few large ops (robust when other
 # processes share the cores) and no page faults from fresh allocations, which dominated on CPU.
+# Building the chunk's weights whole, then applying them in one batched product, was faster on a
+# loaded 2-core CPU than building and applying them a cache-sized block at a time (many small
+# ops, each a barrier for the threads; notes in the README's Performance section).
 CHUNK_SAMPLES = 16
 # Transients of either form (per-sample weights, per-expert outputs) up to this, chunking the batch.
 CHUNK_BYTES = 64 * 2**20
-# Per-sample weights (and weight gradients) are built a block of output rows at a time, this many
-# bytes for the chunk's samples: small enough to stay in the last-level cache between being built
-# and being applied, large enough for efficient matrix products. Measured on a 2-core Xeon.
-BLOCK_BYTES = 8 * 2**20
 # Building one expert into a sample's weights costs as much as applying the weights to this many
 # tokens (memory-bound build vs compute-bound matmul). Measured on a 2-core CPU; the GPU value is
 # the H200's bandwidth/compute ratio, pending measurement by `benchmarks/gpu.sh`.
@@ -58,14 +57,14 @@ def release_workspace() -> None:
 
 
 def _stack_view(W0: torch.Tensor, dW: torch.Tensor) -> torch.Tensor | None:
-    """The stack [dW_1^T .. dW_T^T; W0^T] (T + 1, in, out) as a view, when ``dW`` (T, out, in) and
-    ``W0`` (out, in) are transposed views of consecutive parts of one buffer; else None."""
+    """The stack [dW_1 .. dW_T; W0] (T + 1, out, in) as a view, when ``dW`` (T, out, in) and ``W0``
+    (out, in) are consecutive parts of one contiguous buffer; else None."""
     T, o, i = dW.shape
-    if (W0.dtype != dW.dtype or W0.device != dW.device or dW.stride() != (i * o, 1, o) or W0.stride() != (1, o)
+    if (W0.dtype != dW.dtype or W0.device != dW.device or not dW.is_contiguous() or not W0.is_contiguous()
             or W0.untyped_storage().data_ptr() != dW.untyped_storage().data_ptr()
-            or W0.storage_offset() != dW.storage_offset() + T * i * o):
+            or W0.storage_offset() != dW.storage_offset() + T * o * i):
         return None
-    return dW.as_strided((T + 1, i, o), (i * o, o, 1))
+    return dW.as_strided((T + 1, o, i), (o * i, i, 1))
 
 
 def _extend(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -73,87 +72,69 @@ def _extend(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.cat([w.to(dtype), w.new_ones(w.shape[0], 1, dtype=dtype)], dim=1)
 
 
-def _blocks(c: int, S: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
-    """Input rows per block, so that one block of c samples' weights fits BLOCK_BYTES (on a CPU;
-    elsewhere one block), and two workspace slots of that size (c, rows, out): per-sample
-    weights and per-sample weight gradients."""
-    _, i, o = S.shape
-    rows = i if S.device.type != "cpu" else max(1, min(i, BLOCK_BYTES // (c * o * S.element_size())))
-    buf = workspace(2 * c * rows * o, S)
-    return rows, buf[:c * rows * o], buf[c * rows * o:]
-
-
-def _build(w1: torch.Tensor, S: torch.Tensor, r: int, n: int, slot: torch.Tensor) -> torch.Tensor:
-    """Input rows r:r+n of the per-sample weights (transposed), [w_b, 1] @ [dW^T; W0^T]:
-    (c, T + 1) -> (c, n, out) in ``slot``. One matrix product; W0 is the stack's last row,
-    weighted by 1, so it is never copied."""
-    K1, _, o = S.shape
-    out = slot[:w1.shape[0] * n * o].view(w1.shape[0], n * o)
-    torch.mm(w1, S[:, r:r + n].reshape(K1, n * o), out=out)
-    return out.view(-1, n, o)
+def _build(w1: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """The chunk's per-sample weights [w_b, 1] @ [dW; W0]: (c, T + 1) -> (c, out, in), one matrix
+    product into this thread's workspace (overwritten by the next chunk). W0 is the stack's last
+    row, weighted by 1, so it is never copied."""
+    K1, o, i = S.shape
+    c = w1.shape[0]
+    out = workspace(c * o * i, S).view(c, o * i)
+    torch.mm(w1, S.view(K1, o * i), out=out)
+    return out.view(c, o, i)
 
 
 class _PerSampleLinear(torch.autograd.Function):
-    """y[b] = x[b] @ (W0 + sum_t w[b, t] dW[t])^T, ``chunk`` samples at a time and, within a chunk,
-    a block of input rows at a time: the block's per-sample weights are built, applied while
-    they are still in cache (the products accumulate over blocks), and overwritten by the next
-    block. Backward rebuilds them instead of keeping any. ``S``: the stack (T + 1, in, out)."""
+    """y[b] = x[b] @ (W0 + sum_t w[b, t] dW[t])^T, ``chunk`` samples at a time: the chunk's weights
+    are built in the workspace and applied in one batched product. Backward keeps no per-sample
+    weights: it rebuilds the chunk's for the input gradient, then overwrites them with the
+    per-sample weight gradients gy_b^T x_b, contracted with the experts for the routing weights'
+    gradient. ``S``: the stack (T + 1, out, in)."""
 
     @staticmethod
     def forward(ctx, x, w, S, chunk: int):
-        # x: (B, N, in), w: (B, T), S: (T + 1, in, out) -> (B, N, out)
+        # x: (B, N, in), w: (B, T), S: (T + 1, out, in) -> (B, N, out)
         ctx.save_for_backward(x, w, S)
         ctx.chunk = chunk
-        w1, i = _extend(w, S.dtype), S.shape[1]
-        out = x.new_empty(*x.shape[:2], S.shape[2])
+        w1 = _extend(w, S.dtype)
+        out = x.new_empty(*x.shape[:2], S.shape[1])
         for s in range(0, x.shape[0], chunk):
-            xs, ys, ws = x[s:s + chunk], out[s:s + chunk], w1[s:s + chunk]
-            rows, slot, _ = _blocks(xs.shape[0], S)
-            for r in range(0, i, rows):
-                n = min(rows, i - r)
-                W = _build(ws, S, r, n, slot)                                # (c, n, out)
-                if r == 0:
-                    torch.bmm(xs[:, :, :n], W, out=ys)
-                else:
-                    ys.baddbmm_(xs[:, :, r:r + n], W)
+            W = _build(w1[s:s + chunk], S)                                   # (c, out, in)
+            torch.bmm(x[s:s + chunk], W.transpose(1, 2), out=out[s:s + chunk])
         return out
 
     @staticmethod
     def backward(ctx, gy):
         x, w, S = ctx.saved_tensors
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        gw = torch.zeros(w.shape, dtype=S.dtype) if ctx.needs_input_grad[1] else None
-        w1, (K1, i, o) = _extend(w, S.dtype), S.shape
+        gw = torch.empty(w.shape, dtype=S.dtype) if ctx.needs_input_grad[1] else None
+        w1, (K1, o, i) = _extend(w, S.dtype), S.shape
         T = K1 - 1
         for s in range(0, x.shape[0], ctx.chunk):
             sl = slice(s, s + ctx.chunk)
             xs, gys = x[sl].to(S.dtype), gy[sl].to(S.dtype)
             c = xs.shape[0]
-            rows, slot, gslot = _blocks(c, S)
-            for r in range(0, i, rows):
-                n = min(rows, i - r)
-                if gx is not None:       # gx_b[:, block] = gy_b @ W_b[:, block]
-                    torch.bmm(gys, _build(w1[sl], S, r, n, slot).transpose(1, 2), out=gx[sl][:, :, r:r + n])
-                if gw is not None:       # gw[b, t] = <x_b^T gy_b, dW_t^T>, a block of input rows at a time
-                    G = gslot[:c * n * o].view(c, n, o)
-                    torch.bmm(xs[:, :, r:r + n].transpose(1, 2), gys, out=G)
-                    gw[sl].addmm_(G.view(c, n * o), S[:T, r:r + n].reshape(T, n * o).t())
+            if gx is not None:       # gx_b = gy_b @ W_b
+                torch.bmm(gys, _build(w1[sl], S), out=gx[sl])
+            if gw is not None:       # gw[b, t] = <gy_b^T x_b, dW_t>
+                G = workspace(c * o * i, S).view(c, o, i)
+                torch.bmm(gys.transpose(1, 2), xs, out=G)
+                torch.mm(G.view(c, o * i), S[:T].reshape(T, o * i).t(), out=gw[sl])
         return gx, (gw.to(w.dtype) if gw is not None else None), None, None
 
 
 class _PerSampleOutputs(torch.autograd.Function):
-    """The same map in output space: sum_t w1[b, t] (x_b @ S_t) over the stack's T + 1 matrices
-    (the last, W0^T, weighted by 1): T + 1 products over all tokens, no per-sample weights and
-    no transient larger than x or y. Backward reuses each gy @ S_t^T for both gradients."""
+    """The same map in output space: sum_t w1[b, t] (x_b @ S_t^T) over the stack's T + 1 matrices
+    (the last, W0, weighted by 1): T + 1 products over all tokens, no per-sample weights and
+    no transient larger than x or y. Backward reuses each gy @ S_t for both gradients."""
 
     @staticmethod
     def forward(ctx, x, w, S):
         ctx.save_for_backward(x, w, S)
         w1 = _extend(w, S.dtype)
         B, N, i = x.shape
-        out = x.new_zeros(B * N, S.shape[2])
+        out = x.new_zeros(B * N, S.shape[1])
         for t in range(S.shape[0]):
-            out.addmm_((x * w1[:, t, None, None]).view(B * N, i), S[t])
+            out.addmm_((x * w1[:, t, None, None]).view(B * N, i), S[t].t())
         return out.view(B, N, -1)
 
     @staticmethod
@@ -164,7 +145,7 @@ class _PerSampleOutputs(torch.autograd.Function):
         gx = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
         gw = torch.empty(w.shape, dtype=S.dtype) if ctx.needs_input_grad[1] else None
         for t in range(S.shape[0]):
-            q = (gy.reshape(B * N, -1) @ S[t].t()).view(B, N, i)          # gy @ S_t^T
+            q = (gy.reshape(B * N, -1) @ S[t]).view(B, N, i)                # gy @ S_t
             if gx is not None:
                 gx.add_(q * w1[:, t, None, None])
             if gw is not None and t < w.shape[1]:
@@ -273,11 +254,10 @@ class EnsembleLinear(nn.Module):
     """A linear layer whose weights are the pre-trained ones plus routed task vectors.
 
     With dense experts the pre-trained weights live right after the task vectors in one buffer,
-    transposed, ``[dW_1^T .. dW_T^T; W0^T]`` (T + 1, in, out): ``weight`` (out, in) and
-    ``experts.weight`` (T, out, in) are views of it, so a block of a sample's weights is one
-    product ``[w_b, 1] @ stack[:, block]`` with no copy of W0, and blocks of input rows are
-    contiguous. Moving the layer (``.to``) re-stacks it; where the two are not adjacent (e.g.
-    loaded with ``assign=True``) the stack is concatenated per forward: slower, equal."""
+    ``[dW_1 .. dW_T; W0]`` (T + 1, out, in): ``weight`` (out, in) and ``experts.weight``
+    (T, out, in) are views of it, so a sample's weights are one product ``[w_b, 1] @ stack``
+    with no copy of W0. Moving the layer (``.to``) re-stacks it; where the two are not adjacent
+    (e.g. loaded with ``assign=True``) the stack is concatenated per forward: slower, equal."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, experts: nn.Module, impl: str = "auto"):
         super().__init__()
@@ -290,16 +270,16 @@ class EnsembleLinear(nn.Module):
         self.restack()
 
     def restack(self) -> None:
-        """Put dense experts and the pre-trained weights into one (T + 1, in, out) buffer."""
+        """Put dense experts and the pre-trained weights into one (T + 1, out, in) buffer."""
         W0 = self.weight
         dW = getattr(self.experts, "weight", None) if isinstance(self.experts, DenseExperts) else None
         if dW is None or W0 is None or dW.dtype != W0.dtype or dW.device != W0.device or _stack_view(W0, dW) is not None:
             return
         T, o, i = dW.shape
-        stack = torch.empty((T + 1, i, o), dtype=W0.dtype, device=W0.device)
-        stack[:-1].copy_(dW.transpose(1, 2))
-        stack[-1].copy_(W0.t())
-        self.experts.weight, self.weight = stack[:-1].transpose(1, 2), stack[-1].t()
+        stack = torch.empty((T + 1, o, i), dtype=W0.dtype, device=W0.device)
+        stack[:-1].copy_(dW)
+        stack[-1].copy_(W0)
+        self.experts.weight, self.weight = stack[:-1], stack[-1]
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
@@ -307,12 +287,12 @@ class EnsembleLinear(nn.Module):
         return self
 
     def stack(self) -> torch.Tensor:
-        """(T + 1, in, out): the task vectors, then the pre-trained weights, each transposed."""
+        """(T + 1, out, in): the task vectors, then the pre-trained weights."""
         dW = self.experts.delta()      # dense experts: the buffer itself; sparse: decompressed
         view = _stack_view(self.weight, dW)
         if view is not None:
             return view
-        return torch.cat([dW, self.weight.unsqueeze(0).to(dW.dtype)]).transpose(1, 2).contiguous()
+        return torch.cat([dW, self.weight.unsqueeze(0).to(dW.dtype)])
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """x: (B, N, in); w: (B, T) per sample or (T,) shared by the batch -> (B, N, out)."""
@@ -330,10 +310,10 @@ class EnsembleLinear(nn.Module):
     def _matmul(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if isinstance(self.experts, LowRankExperts):
             return _lowrank_matmul(x, w, self.weight, self.experts.a, self.experts.b)
-        S = self.stack()                                # (T + 1, in, out)
-        K1, i, o = S.shape
+        S = self.stack()                                # (T + 1, out, in)
+        K1, o, i = S.shape
         if w.dim() == 1:   # one weight vector for the whole batch: merge once, plain matmul
-            return x @ (_extend(w[None], S.dtype) @ S.view(K1, i * o)).view(i, o)
+            return F.linear(x, (_extend(w[None], S.dtype) @ S.reshape(K1, o * i)).view(o, i))
         if self.choose_impl(x.shape[1], x.device.type) == "outputs":
             return _PerSampleOutputs.apply(x, w, S)
         chunk = max(CHUNK_SAMPLES, CHUNK_BYTES // (o * i * S.element_size()))
