@@ -38,14 +38,28 @@ def test_manifest_records_what_a_user_needs(zoo):
     assert len(m["sha256"]) == 10        # pre-trained, heads, 8 fine-tuned
 
 
-def test_finetunes_moved_only_attention_and_mlp(zoo):
+def test_finetunes_move_what_the_config_names(zoo, tmp_path):
+    """By default every weight moves (as CLIP's fine-tunes); "blocks" moves only the blocks'
+    attention and MLP weights, so one-hot routing of both reproduces a fine-tuned model."""
     out, _ = zoo
     pool = Tiny8Pool(out)
     pre = pool.pretrained().state_dict()
     ft = pool.finetuned_source("digits")()
+    assert all(not torch.equal(pre[k], ft[k]) for k in pre)
+    blocks = dataclasses.replace(SMALL, finetune_params="blocks", finetune_keep=0.0)
+    build(tmp_path, blocks, report=lambda m: None, pretrained=out / "pretrained.safetensors")
+    ft = Tiny8Pool(tmp_path).finetuned_source("digits")()
     moved = {k for k in pre if not torch.equal(pre[k], ft[k])}
-    assert moved and all(is_finetuned_param(k) for k in moved)
+    assert moved and all(is_finetuned_param(k, "blocks") for k in moved)
     assert not any(".ln_" in k for k in moved)
+
+
+def test_pretraining_splits_are_disjoint_from_train_and_test():
+    from wemoe_core.pools.tiny8.tasks import generate
+
+    for task in ("digits", "signs"):
+        test, train, pre = (generate(task, split, 16)[0] for split in ("test", "train", "pretrain"))
+        assert not any((pre[i] == other[j]).all() for i in range(16) for other in (train, test) for j in range(16))
 
 
 def test_built_zoo_loads_as_a_pool_that_merges_and_predicts(zoo):

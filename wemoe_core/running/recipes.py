@@ -11,6 +11,8 @@ from ..pools.base import Pool
 from .params import ADAPTATION, AdaptParams
 
 # The benchmark's method variants: name -> (registry method, hyperparameter overrides).
+# A variant listed in OWN_RECIPE starts from the pool's recipe under its own name (or the
+# method's defaults when the pool has none), never from the method's tuned recipe.
 VARIANTS: dict[str, tuple[str, dict]] = {
     "pretrained": ("pretrained", {}),
     "individual": ("individual", {}),
@@ -22,8 +24,13 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "wemoe_depth0": ("wemoe", {"router_depth": 0}),
     "wemoe_depth1": ("wemoe", {"router_depth": 1}),
     "wemoe": ("wemoe", {}),
+    "wemoe_paper": ("wemoe", {}),
     "oracle": ("wemoe", {}),
 }
+
+# wemoe_paper: the paper's WEMoE (dense routing of the MLPs, plain entropy, Adam); a pool may set
+# only the adaptation's length and learning rate under this name (Tiny-8: see its recipes.json).
+OWN_RECIPE = frozenset({"wemoe_paper"})
 
 
 def recipe_for(pool: Pool, variant: str, hparams: dict | None = None,
@@ -33,7 +40,7 @@ def recipe_for(pool: Pool, variant: str, hparams: dict | None = None,
     if variant not in VARIANTS and variant not in METHODS:
         raise ValueError(f"unknown method {variant!r}; choose one of: {', '.join(VARIANTS)}")
     method, overrides = VARIANTS.get(variant, (variant, {}))
-    rec_h, rec_a = pool_recipe(pool, method)
+    rec_h, rec_a = pool_recipe(pool, variant if variant in OWN_RECIPE else method)
     m = get_method(method)
     hp = asdict(m.hparams(**{**rec_h, **overrides, **(hparams or {})}))
     if not m.adaptive:

@@ -1,10 +1,13 @@
-"""Build the Tiny-8 zoo from scratch: pre-train one tower on a broad generated mixture, fit a
-frozen cosine probe per task (the stand-in for CLIP's zero-shot heads), fine-tune one tower per
-task, evaluate, and write safetensors plus a manifest.
+"""Build the Tiny-8 zoo from scratch: pre-train one tower on a broad generated mixture (generic
+scenes plus each task's domain under coarse labels, as web data holds house numbers and road signs
+captioned loosely), fit a frozen cosine head per task (the stand-in for CLIP's zero-shot heads),
+fine-tune one tower per task, evaluate, and write safetensors plus a manifest.
 
-Fine-tuning moves only the attention and MLP weights of the transformer blocks; the patch
-embedding, tokens, all layer norms and the projection stay pre-trained. So a WEMoE that routes
-attention and MLP one-hot to a task's expert is exactly that task's fine-tuned model.
+Fine-tuning moves every weight, as CLIP's fine-tunes do, at a small learning rate (weights outside
+the MLPs at a quarter of it: CLIP's fine-tunes move MLPs most), and keeps the pre-trained features
+of generic reference images (a feature-preservation term, as in LwF-style distillation). That term
+is what gives the tiny tower the weight disentanglement CLIP gets from web-scale pre-training:
+a task vector moves its own task's features more than the others', so task vectors add up.
 
 Reproducible bit for bit for the same seed, torch version and thread count (``threads``).
 """
@@ -45,11 +48,17 @@ class BuildConfig:
     width: int = 128
     layers: int = 4
     heads: int = 4
+    mlp_ratio: float = 4.0
     output_dim: int = 128
     pretrain_steps: int = 2000      # pre-training on the generated mixture
     pretrain_batch: int = 128
     pretrain_lr: float = 1e-3
     pretrain_images: int = 32000    # generated once, then shuffled each epoch
+    pretrain_task_images: int = 4000  # per task: images of each task's domain seen in pre-training...
+    pretrain_coarse: int = 5        # ...labelled only with a coarse label (classes merged into this many groups)
+    pretrain_task_weight: float = 1.0
+    pretrain_act_l1: float = 0.0    # L1 penalty on the MLPs' hidden activations (sparse, selective units)
+    pretrain_domain: bool = False   # also classify which domain (generic or one of the tasks) an image is from
     train_per_task: int = 5000      # labeled train images per task (probes and fine-tuning)
     test_per_task: int = 500        # test images per task (evaluation and adaptation)
     logit_scale: float = 20.0       # of the frozen cosine heads
@@ -57,17 +66,26 @@ class BuildConfig:
     probe_steps: int = 0            # > 0: then train the heads as cosine probes on all train images
     finetune_steps: int = 800
     finetune_batch: int = 64
-    finetune_lr: float = 1e-3
+    finetune_lr: float = 3e-4
+    finetune_wd: float = 0.0
+    finetune_params: str = "all"     # "blocks": attention + MLP weights; "all": every weight (CLIP's fine-tunes)
+    finetune_other_lr: float = 0.25  # lr multiplier of every weight outside the MLPs (CLIP's fine-tunes move MLPs most)
+    finetune_warmup: float = 0.1     # fraction of fine-tuning steps with a linear warm-up
+    finetune_keep: float = 10.0      # weight of a feature-preservation term on reference images (0 = off)
+    keep_generic: int = 2000         # reference images from the generic pre-training mixture...
+    keep_domains: int = 0            # ...and this many per OTHER task domain (pre-training split)
+    keep_batch: int = 64
     threads: int = 2                # of pre-training; fixed: CPU reductions depend on the thread count
     workers: int = 2                # processes fine-tuning tasks in parallel (one thread each)
 
     def vision(self) -> VisionConfig:
         return VisionConfig(image_size=self.image_size, patch_size=self.patch_size, width=self.width,
-                            layers=self.layers, heads=self.heads, mlp_ratio=4.0, output_dim=self.output_dim)
+                            layers=self.layers, heads=self.heads, mlp_ratio=self.mlp_ratio, output_dim=self.output_dim)
 
 
-QUICK = BuildConfig(pretrain_steps=30, pretrain_batch=32, pretrain_images=512, train_per_task=128, test_per_task=64,
-                    finetune_steps=6, finetune_batch=32)
+QUICK = BuildConfig(pretrain_steps=30, pretrain_batch=32, pretrain_images=512, pretrain_task_images=32,
+                    train_per_task=128, test_per_task=64, finetune_steps=6, finetune_batch=32, keep_generic=64,
+                    keep_batch=16)
 
 
 def to_input(images: torch.Tensor) -> torch.Tensor:
@@ -83,29 +101,87 @@ def _cosine_lr(opt, steps: int, warmup: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
 
 
+def coarse_label(labels: np.ndarray, classes: int, groups: int) -> np.ndarray:
+    """Class c of ``classes`` -> group c * groups // classes (10 classes, 5 groups: pairs)."""
+    return (labels * groups) // classes
+
+
+def _task_mixture(cfg: BuildConfig):
+    """Each task's domain at ``pretrain_task_images`` per task, with coarse labels: (images, task, group)."""
+    from .tasks import TASKS, generate
+
+    xs, ts, gs = [], [], []
+    for i, name in enumerate(TASKS):
+        x, y = generate(name, "pretrain", cfg.pretrain_task_images, seed=cfg.seed)
+        xs.append(x)
+        ts.append(np.full(len(y), i, np.int64))
+        gs.append(coarse_label(y, len(TASKS[name].classnames), cfg.pretrain_coarse))
+    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ts)), torch.from_numpy(np.concatenate(gs))
+
+
+class _Sampler:
+    """Endless shuffled index batches, reproducible from a generator."""
+
+    def __init__(self, n: int, batch: int, gen: torch.Generator):
+        self.n, self.batch, self.gen = n, batch, gen
+        self.order, self.pos = torch.randperm(n, generator=gen), 0
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.batch > self.n:
+            self.order, self.pos = torch.randperm(self.n, generator=self.gen), 0
+        idx = self.order[self.pos:self.pos + self.batch]
+        self.pos += self.batch
+        return idx
+
+
 def pretrain(cfg: BuildConfig, report: Callable[[str], None]) -> nn.Module:
-    """Multi-attribute classification on generic generated scenes (the 'web-scale' stand-in)."""
-    from .tasks import PRETRAIN_ATTRIBUTES, pretrain_batch
+    """Multi-attribute classification on generic generated scenes (the 'web-scale' stand-in),
+    optionally mixed with images of each task's domain under coarse labels only (as web data
+    holds house numbers and road signs, captioned loosely, not the benchmark's classes)."""
+    from .tasks import PRETRAIN_ATTRIBUTES, TASKS, pretrain_batch
 
     torch.manual_seed(cfg.seed)
     model = build_vision(cfg.vision())
     probes = nn.ModuleDict({a: nn.Linear(cfg.output_dim, len(names)) for a, names in PRETRAIN_ATTRIBUTES.items()})
-    params = list(model.parameters()) + list(probes.parameters())
+    task_probe = nn.Linear(cfg.output_dim, len(TASKS) * cfg.pretrain_coarse)
+    domain_probe = nn.Linear(cfg.output_dim, len(TASKS) + 1)
+    params = (list(model.parameters()) + list(probes.parameters()) + list(task_probe.parameters())
+              + list(domain_probe.parameters()))
+    acts: list[torch.Tensor] = []
+    if cfg.pretrain_act_l1 > 0:
+        for block in model.transformer.resblocks:
+            block.mlp.gelu.register_forward_hook(lambda m, i, o: acts.append(o))
     opt = torch.optim.AdamW(params, lr=cfg.pretrain_lr, weight_decay=0.05)
     sched = _cosine_lr(opt, cfg.pretrain_steps, warmup=cfg.pretrain_steps // 20)
     images, attrs = pretrain_batch(np.random.default_rng([cfg.seed, 1000]), cfg.pretrain_images)
     images, attrs = torch.from_numpy(images), {a: torch.from_numpy(y) for a, y in attrs.items()}
-    report(f"generated {len(images)} pre-training images")
+    mixed = cfg.pretrain_task_images > 0
+    if mixed:
+        t_images, t_task, t_group = _task_mixture(cfg)
+    report(f"generated {len(images)} pre-training images" + (f" + {len(t_images)} of the tasks' domains" if mixed else ""))
     gen = torch.Generator().manual_seed(cfg.seed)
-    order, pos = torch.randperm(len(images), generator=gen), 0
+    generic = _Sampler(len(images), cfg.pretrain_batch, gen)
+    domains = _Sampler(len(t_images), cfg.pretrain_batch, gen) if mixed else None
     model.train()
     for step in range(cfg.pretrain_steps):
-        if pos + cfg.pretrain_batch > len(order):
-            order, pos = torch.randperm(len(images), generator=gen), 0
-        idx = order[pos:pos + cfg.pretrain_batch]
-        pos += cfg.pretrain_batch
-        feats = model(to_input(images[idx]))
-        loss = sum(F.cross_entropy(probes[a](feats), y[idx]) for a, y in attrs.items())
+        idx = generic.next()
+        x = images[idx]
+        if mixed:
+            jdx = domains.next()
+            x = torch.cat([x, t_images[jdx]])
+        acts.clear()
+        feats = model(to_input(x))
+        g = feats[:len(idx)]
+        loss = sum(F.cross_entropy(probes[a](g), y[idx]) for a, y in attrs.items())
+        if mixed:
+            z = task_probe(feats[len(idx):]).view(len(jdx), len(TASKS), cfg.pretrain_coarse)
+            z = z[torch.arange(len(jdx)), t_task[jdx]]
+            loss = loss + cfg.pretrain_task_weight * F.cross_entropy(z, t_group[jdx])
+            if cfg.pretrain_domain:
+                dom = torch.cat([torch.zeros(len(idx), dtype=torch.long), t_task[jdx] + 1])
+                loss = loss + F.cross_entropy(domain_probe(feats), dom)
+        if acts:
+            loss = loss + cfg.pretrain_act_l1 * sum(a.abs().mean() for a in acts) / len(acts)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(params, 1.0)
@@ -142,22 +218,44 @@ def accuracy(model: nn.Module, head: torch.Tensor, images: torch.Tensor, labels:
     return round(100.0 * float((pred == labels).float().mean()), 2)
 
 
-def is_finetuned_param(name: str) -> bool:
-    """Fine-tunes move the blocks' attention and MLP weights only."""
+def is_finetuned_param(name: str, which: str = "blocks") -> bool:
+    """Which weights a fine-tune moves: "blocks" = the blocks' attention and MLP weights only;
+    "all" = every weight of the tower (as CLIP's fine-tunes do)."""
+    if which == "all":
+        return True
+    if which == "mlp":
+        return name.startswith("transformer.resblocks.") and ".mlp." in name
     return name.startswith("transformer.resblocks.") and (".attn." in name or ".mlp." in name)
 
 
+def reference_images(cfg: BuildConfig, task: str) -> torch.Tensor:
+    """Images whose pre-trained features a fine-tune of ``task`` keeps: generic pre-training images
+    and, if asked, pre-training images of the other tasks' domains."""
+    from .tasks import TASKS, generate, pretrain_batch
+
+    parts = [torch.from_numpy(pretrain_batch(np.random.default_rng([cfg.seed, 1000]), cfg.keep_generic)[0])]
+    if cfg.keep_domains:
+        parts += [torch.from_numpy(generate(t, "pretrain", cfg.keep_domains, seed=cfg.seed)[0]) for t in TASKS if t != task]
+    return torch.cat(parts)
+
+
 def finetune(pre: nn.Module, head: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
-             cfg: BuildConfig, task_index: int, report: Callable[[str], None]) -> nn.Module:
+             cfg: BuildConfig, task_index: int, report: Callable[[str], None],
+             keep: torch.Tensor | None = None) -> nn.Module:
+    """Cross-entropy through the frozen head; with ``keep`` (reference images), plus ``finetune_keep``
+    x the squared distance of their normalised features to the pre-trained ones."""
+    if keep is not None:
+        ref = F.normalize(features(pre, keep), dim=-1)
     model = build_vision(cfg.vision())
     model.load_state_dict(pre.state_dict())
-    params = []
+    mlp, other = [], []
     for name, p in model.named_parameters():
-        p.requires_grad_(is_finetuned_param(name))
+        p.requires_grad_(is_finetuned_param(name, cfg.finetune_params))
         if p.requires_grad:
-            params.append(p)
-    opt = torch.optim.AdamW(params, lr=cfg.finetune_lr, weight_decay=0.0)
-    sched = _cosine_lr(opt, cfg.finetune_steps, warmup=cfg.finetune_steps // 10)
+            (mlp if ".mlp." in name else other).append(p)
+    groups = [{"params": mlp}] + ([{"params": other, "lr": cfg.finetune_lr * cfg.finetune_other_lr}] if other else [])
+    opt = torch.optim.AdamW(groups, lr=cfg.finetune_lr, weight_decay=cfg.finetune_wd)
+    sched = _cosine_lr(opt, cfg.finetune_steps, warmup=int(cfg.finetune_steps * cfg.finetune_warmup))
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + task_index)
     model.train()
     order = torch.randperm(len(images), generator=gen)
@@ -169,6 +267,10 @@ def finetune(pre: nn.Module, head: torch.Tensor, images: torch.Tensor, labels: t
         pos += cfg.finetune_batch
         logits = cfg.logit_scale * F.normalize(model(to_input(images[idx])), dim=-1) @ head.t()
         loss = F.cross_entropy(logits, labels[idx])
+        if keep is not None:
+            kdx = torch.randint(len(keep), (cfg.keep_batch,), generator=gen)
+            f = F.normalize(model(to_input(keep[kdx])), dim=-1)
+            loss = loss + cfg.finetune_keep * (f - ref[kdx]).pow(2).sum(-1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -195,7 +297,8 @@ def task_job(name: str, index: int, pre_state: dict, cfg: BuildConfig) -> tuple[
     te_x, te_y = (torch.from_numpy(a) for a in generate(name, "test", cfg.test_per_task, seed=cfg.seed))
     head = fit_probe(features(pre, tr_x), tr_y, len(TASKS[name].classnames), cfg)
     probe_acc = accuracy(pre, head, te_x, te_y)
-    model = finetune(pre, head, tr_x, tr_y, cfg, index, lambda m: None)
+    keep = reference_images(cfg, name) if cfg.finetune_keep > 0 else None
+    model = finetune(pre, head, tr_x, tr_y, cfg, index, lambda m: None, keep)
     return head, {k: v.contiguous() for k, v in model.state_dict().items()}, probe_acc, accuracy(model, head, te_x, te_y)
 
 
@@ -255,7 +358,9 @@ def _manifest(out: Path, cfg: BuildConfig, tasks, acc, wall: float) -> dict:
         "vision_config": cfg.vision().to_dict(),
         "logit_scale": cfg.logit_scale,
         "seed": cfg.seed,
-        "finetuned_parameters": "transformer blocks: attention and MLP weights (embeddings, layer norms, proj frozen)",
+        "finetuned_parameters": (f"every weight ({cfg.finetune_params}); MLPs at lr {cfg.finetune_lr:g}, the rest at "
+                                 f"{cfg.finetune_other_lr:g} x that; feature preservation {cfg.finetune_keep:g}")
+                                if cfg.finetune_params == "all" else cfg.finetune_params,
         "tasks": [{"name": s.name, "title": s.title, "mirrors": s.mirrors, "classnames": list(s.classnames),
                    "description": s.description} for s in tasks.values()],
         "accuracy": acc,

@@ -22,7 +22,7 @@ from .pretrain import PRETRAIN_ATTRIBUTES, pretrain_batch
 
 IMAGE_SIZE = 64
 CHUNK = 256
-SPLITS = ("train", "test")
+SPLITS = ("train", "test", "pretrain")
 
 __all__ = ["TaskSpec", "TASKS", "IMAGE_SIZE", "generate", "pretrain_batch", "PRETRAIN_ATTRIBUTES"]
 
@@ -70,14 +70,15 @@ _ORDER = tuple(TASKS)
 
 
 def generate(task: str, split: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 64, 64, 3) uint8 images and (n,) int64 labels; split in {"train", "test"}.
+    """(n, 64, 64, 3) uint8 images and (n,) int64 labels; split in {"train", "test", "pretrain"}
+    ("pretrain": images the pre-training mixture may use, disjoint from both by seed).
 
     Labels are balanced (every class appears floor(n / C) or ceil(n / C) times) and shuffled.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {list(TASKS)}")
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:

@@ -74,7 +74,8 @@ def source_indices(split):
 def render(rng, labels, split="train", occ=None, seed=0, **_):
     m = len(labels)
     atlas, _, pools = _data()
-    si = 0 if split == "train" else 1
+    si = {"train": 0, "test": 1, "pretrain": 2}[split]
+    split = "test" if split == "test" else "train"     # pre-training images reuse the train sources
     if occ is None:
         occ = np.arange(m)
     src = np.empty(m, np.intp)
