@@ -24,7 +24,7 @@ import gradio as gr
 from wemoe_core.merging.registry import METHODS, get_method
 from wemoe_core.model.params import Spec, specs
 from wemoe_core.running.params import AdaptParams
-from wemoe_core.running.recipes import recipe_for
+from wemoe_core.running.recipes import paper_recipe, recipe_for
 
 ADAPT = "adapt"
 Slot = tuple[str, Spec]          # (group, declaration)
@@ -96,15 +96,13 @@ def component(spec: Spec, value: Any, max_steps: int, visible: bool = True,
 
 
 def preset_values(pool, method: str, preset: str, max_steps: int) -> dict[tuple[str, str], Any]:
-    """Values for the method's controls: ``paper`` (the declared defaults) or ``recipe`` (the
-    pool's recommended settings, falling back to the defaults)."""
-    m = get_method(method)
+    """Values for the method's controls: ``paper`` (the declared defaults, as the pool scales them)
+    or ``recipe`` (the pool's recommended settings, falling back to the defaults)."""
     if preset == "paper":
-        hp = dataclasses.asdict(m.hparams())
-        ap = dataclasses.asdict(AdaptParams()) if m.adaptive else None
+        hp, a = paper_recipe(pool, method)
     else:
         _, hp, a = recipe_for(pool, method)
-        ap = dataclasses.asdict(a) if a is not None else None
+    ap = dataclasses.asdict(a) if a is not None else None
     out = {(group_of(method), k): v for k, v in hp.items()}
     if ap is not None:
         ap["steps"] = min(ap["steps"], max_steps)

@@ -9,7 +9,7 @@ from typing import Callable
 
 from wemoe_core.merging.registry import get_method
 from wemoe_core.running.params import AdaptParams
-from wemoe_core.running.recipes import recipe_for
+from wemoe_core.running.recipes import paper_recipe, recipe_for
 
 from .config import device, limits
 from .jobs import RUNNING, Job
@@ -28,9 +28,8 @@ def _same(a: dict | None, b: dict | None) -> bool:
 def variant_of(pool, method: str, hparams: dict, adapt: dict | None) -> str:
     """Which published settings a run used: ``paper`` (the method's defaults), ``<pool> recipe``
     (the pool's recommended settings), or ``custom`` (anything the user changed)."""
-    m = get_method(method)
-    paper_h = dataclasses.asdict(m.hparams())
-    paper_a = dataclasses.asdict(AdaptParams()) if m.adaptive else None
+    paper_h, paper_a = paper_recipe(pool, method)
+    paper_a = dataclasses.asdict(paper_a) if paper_a is not None else None
     _, rec_h, rec_a = recipe_for(pool, method)
     rec_a = dataclasses.asdict(rec_a) if rec_a is not None else None
     if _same(hparams, paper_h) and _same(adapt, paper_a):

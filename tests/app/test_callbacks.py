@@ -6,7 +6,7 @@ import time
 import gradio as gr
 import pytest
 
-from app import callbacks, controls
+from app import callbacks, controls, runs
 from app.jobs import DONE, JOBS, STOPPED, JobRefused
 from app.sessions import STORE
 from wemoe_core.merging.registry import METHODS
@@ -64,6 +64,10 @@ def test_recipe_and_paper_presets_differ_and_are_named(pool):
     paper = controls.preset_values(pool, "wemoe", "paper", 10_000)
     assert recipe[("WEMoEParams", "routing")] == "softmax" and paper[("WEMoEParams", "routing")] == "dense"
     assert "recipe" in controls.recipe_note(pool, "wemoe") and "paper" in controls.recipe_note(pool, "wemoe")
+    if "wemoe_paper" in pool.recipes:                                  # the pool's scaled paper settings
+        assert paper[("adapt", "lr")] == pool.recipes["wemoe_paper"]["adapt"]["lr"]
+        hp, ap = controls.split_values("wemoe", values_for(pool, "wemoe", "paper"))
+        assert runs.variant_of(pool, "wemoe", hp, ap) == "paper"
     hp, ap = controls.split_values("ties", values_for(pool, "ties", density=0.5))
     assert hp == {"scale": 1.0, "density": 0.5, "topk": "global"} and ap is None
 

@@ -2,6 +2,8 @@
 conditions (``when``) under which a setting applies."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from wemoe_core.merging.registry import METHODS
 from wemoe_core.model.params import specs
 from wemoe_core.running.adapt import AdaptParams
@@ -41,3 +43,25 @@ def test_a_setting_applies_only_when_its_condition_holds():
     assert balance.applies({"routing": "softmax"}) and not balance.applies({"routing": "dense"})
     assert not balance.applies({"init": 0.3})               # AdaMerging has no routing: never applies
     assert wemoe["init_lambda"].applies({})
+
+
+def test_wemoe_paper_starts_from_its_own_recipe_never_from_the_tuned_one():
+    """``wemoe_paper`` is the paper's method: a pool may scale its adaptation (Tiny-8: the lr and
+    the number of steps) but the tuned ``wemoe`` recipe never leaks into it; without a recipe of
+    its own it is exactly the declared defaults, and so is the app's "paper" preset."""
+    from types import SimpleNamespace
+
+    from wemoe_core.merging.params import WEMoEParams
+    from wemoe_core.running.recipes import paper_recipe, recipe_for
+
+    tuned = {"hparams": {"routing": "softmax", "upscale_attention": True}, "adapt": {"objective": "infomax", "lr": 0.01}}
+    bare = SimpleNamespace(name="bare", recipes={"wemoe": tuned})
+    method, hp, ap = recipe_for(bare, "wemoe_paper")
+    assert method == "wemoe" and hp == asdict(WEMoEParams()) and ap == AdaptParams()
+    assert recipe_for(bare, "wemoe")[1]["routing"] == "softmax"
+    scaled = SimpleNamespace(name="scaled", recipes={"wemoe": tuned, "wemoe_paper": {"adapt": {"lr": 1.5e-3, "steps": 400}}})
+    _, hp, ap = recipe_for(scaled, "wemoe_paper")
+    assert hp["routing"] == "dense" and not hp["upscale_attention"] and ap.objective == "entropy"
+    assert (ap.lr, ap.steps) == (1.5e-3, 400)
+    assert paper_recipe(scaled, "wemoe") == (hp, ap)
+    assert paper_recipe(scaled, "ties")[1] is None and paper_recipe(bare, "wemoe")[1] == AdaptParams()

@@ -52,6 +52,17 @@ def recipe_for(pool: Pool, variant: str, hparams: dict | None = None,
     return method, hp, validate(AdaptParams, ad, owner=ADAPTATION)
 
 
+def paper_recipe(pool: Pool, method: str) -> tuple[dict, AdaptParams | None]:
+    """The paper's settings of a registry method on ``pool``: its declared defaults, except where
+    the pool scales them under a ``<method>_paper`` recipe (Tiny-8's WEMoE: the adaptation's length
+    and learning rate)."""
+    if f"{method}_paper" in VARIANTS:
+        _, hp, ap = recipe_for(pool, f"{method}_paper")
+        return hp, ap
+    m = get_method(method)
+    return asdict(m.hparams()), (AdaptParams() if m.adaptive else None)
+
+
 def _applying(cls, values: dict, keep: dict, context: dict) -> dict:
     """``values`` with each setting the recipe (not the caller) gave reset to its default when it
     does not apply under the other settings (a recipe's ``balance`` once routing is "dense")."""
