@@ -73,3 +73,22 @@ def test_built_zoo_loads_as_a_pool_that_merges_and_predicts(zoo):
                                        upscale_attention=True), pool.heads(tasks))
     ex = wc.explain(model, x, classnames=pool.classnames())
     assert ex.routing.shape == (8, 2) and ex.token_routing.shape == (8, 17, 2)
+
+
+def test_suite_runs_the_tuned_and_the_paper_wemoe_and_reports_both_routings(zoo, tmp_path):
+    """With a tuned recipe in the pool (attention routed too), ``wemoe_paper`` still routes only
+    the MLPs, densely, and the suite's JSON carries the routing share of both variants."""
+    import shutil
+
+    from wemoe_core.running.suite import run_suite
+
+    out, _ = zoo
+    shutil.copytree(out, tmp_path / "z")
+    (tmp_path / "z" / "recipes.json").write_text(json.dumps({"recipes": {
+        "wemoe": {"hparams": {"routing": "softmax", "upscale_attention": True}, "adapt": {"objective": "infomax"}},
+        "wemoe_paper": {"adapt": {"lr": 1.5e-3}}}}))
+    res = run_suite(Tiny8Pool(tmp_path / "z"), ["wemoe", "wemoe_paper"], steps=2, eval_limit=8)
+    shares = res["routing_shares"]
+    assert set(shares) == {"wemoe", "wemoe_paper"} and res["routing_share"] == shares["wemoe"]
+    assert any(m.endswith(".attn") for m in shares["wemoe"]["digits"])
+    assert all(m.endswith(".mlp") for m in shares["wemoe_paper"]["digits"])

@@ -57,11 +57,12 @@ def run_suite(pool: Pool, variants: Sequence[str], tasks: Sequence[str] | None =
               curve_every: int = 0, eval_limit: int | None = None, progress=None,
               device: str | torch.device = "cpu", shard: Group | None = None, adapt: dict | None = None) -> dict:
     """Every variant on the pool; returns the JSON-ready result (accuracy per method and task,
-    normalised accuracy, routing share of the default WEMoE, curves, wall time)."""
+    normalised accuracy, routing share of the default WEMoE (and of every WEMoE variant in
+    ``routing_shares``), curves, wall time)."""
     t0 = time.perf_counter()
     tasks = pool.check_tasks(tasks)
     out = {"pool": pool.name, "tasks": list(tasks), "accuracy": {}, "normalized": {}, "routing_share": {},
-           "curves": {}, "recipes": {}, "seconds": {}}
+           "routing_shares": {}, "curves": {}, "recipes": {}, "seconds": {}}
     for variant in variants:
         log.info("running %s", variant)
         run = run_one(pool, tasks, variant, steps=steps, curve_every=curve_every, eval_limit=eval_limit,
@@ -74,9 +75,11 @@ def run_suite(pool: Pool, variants: Sequence[str], tasks: Sequence[str] | None =
         out["seconds"][variant] = round(run.build_s + run.adapt_s, 1)
         if run.curve:
             out["curves"][variant] = run.curve
-        if variant == "wemoe":
+        if variant in ("wemoe", "wemoe_paper"):
             share = routing_table(run, pool, limit=eval_limit, device=device)
-            out["routing_share"] = {t: {c: round(float(share.at[t, c]), 1) for c in share.columns} for t in share.index}
+            out["routing_shares"][variant] = {t: {c: round(float(share.at[t, c]), 1) for c in share.columns}
+                                              for t in share.index}
+    out["routing_share"] = out["routing_shares"].get("wemoe", {})     # the default WEMoE's (kept for readers of old files)
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     return out
 
