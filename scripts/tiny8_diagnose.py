@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from wemoe_core.merging.wemoe import upscale
-from wemoe_core.pools.registry import load_pool
-from wemoe_core.running.adapt import entropy
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from wemoe_core.merging.wemoe import upscale  # noqa: E402
+from wemoe_core.pools.registry import load_pool  # noqa: E402
+from wemoe_core.running.adapt import entropy  # noqa: E402
 
 
 @torch.no_grad()
