@@ -24,6 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from wemoe_core.cli import _parse_sets as parse_sets  # noqa: E402  (NAME=VALUE, values as JSON)
 from wemoe_core.pools.tiny8.build import BuildConfig, build  # noqa: E402
 from wemoe_core.pools.tiny8.pool import Tiny8Pool  # noqa: E402
 
@@ -32,17 +33,6 @@ PRETRAIN_FIELDS = ("seed", "image_size", "patch_size", "width", "layers", "heads
                    "pretrain_task_weight")
 # Added later: part of the key only when they differ from the default (old cache entries stay valid).
 PRETRAIN_FIELDS_NEW = ("mlp_ratio", "pretrain_act_l1", "pretrain_domain")
-
-
-def parse_sets(items):
-    out = {}
-    for item in items or []:
-        k, v = item.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
 
 
 def pretrained_cache(cfg: BuildConfig, root: Path) -> Path:
