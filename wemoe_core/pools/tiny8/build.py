@@ -4,9 +4,10 @@ captioned loosely), fit a frozen cosine head per task (the stand-in for CLIP's z
 fine-tune one tower per task, evaluate, and write safetensors plus a manifest.
 
 Fine-tuning moves every weight, as CLIP's fine-tunes do, at a small learning rate, and keeps the
-pre-trained features of generic reference images (a feature-preservation term, as in LwF-style distillation). That term
-is what gives the tiny tower the weight disentanglement CLIP gets from web-scale pre-training:
-a task vector moves its own task's features more than the others', so task vectors add up.
+pre-trained features of generic reference images (a feature-preservation term, as in LwF-style
+distillation). That term gives the tiny tower some of the weight disentanglement CLIP gets from
+web-scale pre-training: a task vector moves its own task's features more than the others'
+(2.3x against 1.2x without it), so task vectors add up.
 
 Reproducible bit for bit for the same seed, torch version and thread count (``threads``).
 """
@@ -68,7 +69,7 @@ class BuildConfig:
     finetune_lr: float = 3e-4
     finetune_wd: float = 0.0
     finetune_params: str = "all"     # "blocks": attention + MLP weights; "all": every weight (CLIP's fine-tunes)
-    finetune_other_lr: float = 1.0   # lr multiplier of every weight outside the MLPs (CLIP's fine-tunes move MLPs most)
+    finetune_other_lr: float = 1.0   # lr multiplier of every weight outside the MLPs (sweep knob; 1 = one lr)
     finetune_warmup: float = 0.1     # fraction of fine-tuning steps with a linear warm-up
     finetune_keep: float = 10.0      # weight of a feature-preservation term on reference images (0 = off)
     keep_generic: int = 2000         # reference images from the generic pre-training mixture...
