@@ -114,14 +114,8 @@ def _loop_outputs(model, images):
         return torch.cat([model(images[i:i + 1]) for i in range(len(images))])
 
 
-@pytest.mark.parametrize("impl", ["weights", "outputs"])
-@pytest.mark.parametrize("attention", [False, True])
-def test_vectorised_equals_per_sample_loop_forward_and_gradients(pool, images, impl, attention):
-    pre, fts, _ = pool
-    model = wc.upscale(pre, fts, upscale_attention=attention)
-    for m in model.modules():
-        if isinstance(m, EnsembleLinear):
-            m.impl = impl
+def _assert_equals_per_sample_loop(model, images):
+    """Forward and router gradients of ``model`` equal those of the per-sample loop over it."""
     target = torch.randn(6, 16, generator=torch.Generator().manual_seed(3))
     out = model(images)
     (out * target).sum().backward()
@@ -132,6 +126,17 @@ def test_vectorised_equals_per_sample_loop_forward_and_gradients(pool, images, i
     assert torch.allclose(out, ref, atol=1e-5)
     for g, p in zip(grads, model.router_parameters()):
         assert torch.allclose(g, p.grad, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("impl", ["weights", "outputs"])
+@pytest.mark.parametrize("attention", [False, True])
+def test_vectorised_equals_per_sample_loop_forward_and_gradients(pool, images, impl, attention):
+    pre, fts, _ = pool
+    model = wc.upscale(pre, fts, upscale_attention=attention)
+    for m in model.modules():
+        if isinstance(m, EnsembleLinear):
+            m.impl = impl
+    _assert_equals_per_sample_loop(model, images)
 
 
 @pytest.mark.parametrize("factors", ["float32", "bfloat16"])
@@ -144,16 +149,7 @@ def test_lowrank_experts_equal_their_per_sample_loop_forward_and_gradients(pool,
     assert all(e.a.dtype == getattr(torch, factors) for e in low)
     model.to(torch.float32)                                    # moving keeps the storage dtype
     assert all(e.a.dtype == getattr(torch, factors) for e in low)
-    target = torch.randn(6, 16, generator=torch.Generator().manual_seed(3))
-    out = model(images)
-    (out * target).sum().backward()
-    grads = [p.grad.clone() for p in model.router_parameters()]
-    model.zero_grad()
-    ref = _loop_outputs(model, images)
-    (ref * target).sum().backward()
-    assert torch.allclose(out, ref, atol=1e-5)
-    for g, p in zip(grads, model.router_parameters()):
-        assert torch.allclose(g, p.grad, atol=1e-5, rtol=1e-4)
+    _assert_equals_per_sample_loop(model, images)
 
 
 def test_per_sample_linear_gradcheck_with_chunks():
