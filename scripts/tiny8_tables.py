@@ -72,8 +72,8 @@ def curve_table(res: dict) -> str:
     return "\n".join(out)
 
 
-COLORS = [(46, 134, 193), (192, 57, 43), (39, 174, 96), (142, 68, 173), (243, 156, 18), (22, 160, 133),
-          (127, 140, 141), (44, 62, 80)]
+COLORS = [(46, 134, 193), (192, 57, 43), (39, 174, 96), (142, 68, 173), (243, 156, 18), (44, 62, 80),
+          (211, 84, 0), (127, 140, 141)]
 
 
 def curve_png(res: dict, path: Path, width: int = 900, height: int = 520) -> None:
@@ -87,7 +87,7 @@ def curve_png(res: dict, path: Path, width: int = 900, height: int = 520) -> Non
         raise ValueError("no curves in these results: run `evaluate` with --curve-every N")
     refs = {k: res["accuracy"][k]["avg"] for k in ("individual", "oracle") if k in res["accuracy"]}
     values = [p["accuracy"] for c in curves.values() for p in c] + list(refs.values())
-    lo, hi = 5 * int(min(values) // 5), 5 * int(max(values) // 5 + 1)
+    lo, hi = 5 * int((min(values) - 1) // 5), 5 * int(max(values) // 5 + 1)   # a margin under the lowest
     last = max(p["step"] for c in curves.values() for p in c)
     left, right, top, bottom = 60, width - 230, 40, height - 50
     x = lambda s: left + (right - left) * s / max(1, last)  # noqa: E731
