@@ -266,3 +266,20 @@ def test_forced_one_hot_routing_selects_one_expert(pool, images):
     model = wc.upscale(pre, only_mlp)
     with model.forced_routing(torch.tensor([0.0, 1.0, 0.0])):
         assert torch.allclose(model(images), only_mlp[1](images), atol=1e-5)
+
+
+@pytest.mark.parametrize("compress", [{}, {"compress": "lowrank", "rank": 2}])
+def test_upscale_hands_every_task_vector_stack_to_its_layer(pool, monkeypatch, compress):
+    """The build's memory: each routed layer takes its task vectors out of the collected stacks
+    (re-stacked or compressed there), so upscale never holds two copies of them all; measured by
+    `benchmarks --only build` (ViT-B/32, 8 checkpoints: 4,184 -> 2,528 MB above the start)."""
+    import wemoe_core.merging.wemoe as wm
+
+    pre, fts, _ = pool
+    collected = []
+    real = wm._collect
+    monkeypatch.setattr(wm, "_collect", lambda *a, **k: collected.append(real(*a, **k)) or collected[-1])
+    model = wc.upscale(pre, fts, upscale_attention=True, **compress)
+    deltas, _ = collected[0]
+    assert deltas == {}
+    assert sum(isinstance(m, EnsembleLinear) for m in model.modules()) == 4 * keys.num_blocks(state_of(pre))

@@ -262,7 +262,10 @@ def _experts(w: torch.Tensor, b: torch.Tensor, params: WEMoEParams) -> nn.Module
 
 
 def _linear(pre, deltas, key_w: str, key_b: str, params) -> EnsembleLinear:
-    return EnsembleLinear(pre[key_w].clone(), pre[key_b].clone(), _experts(deltas[key_w], deltas[key_b], params))
+    """One routed linear layer. Its task vectors leave ``deltas`` as the layer takes them: the
+    layer re-stacks (or compresses) them, so the build never holds two copies of every layer's."""
+    w, b = deltas.pop(key_w), deltas.pop(key_b)
+    return EnsembleLinear(pre[key_w].clone(), pre[key_b].clone(), _experts(w, b, params))
 
 
 def _routing(dim: int, num_experts: int, params: WEMoEParams, gen) -> Routing:
