@@ -162,3 +162,28 @@ def test_lowrank_and_sparse_save_expert_memory():
     dense = DenseExperts(weight, None).nbytes()
     assert LowRankExperts.from_dense(weight, None, rank=4).nbytes() == dense * 4 * (64 + 32) // (64 * 32)
     assert SparseExperts.from_dense(weight, None, density=0.125).nbytes() == dense // 4
+
+
+@pytest.mark.parametrize("rows", [1, 4, 13])
+def test_row_blocks_give_the_same_values_and_gradients(rows):
+    """Weights built and applied a block of output rows at a time (13 rows in blocks of 4: 4, 4,
+    4, 1) equal the whole matrices, forward and backward, within and across chunks."""
+    x, w, W0, dW = _problem(B=5, i=5, o=13)
+    S = torch.cat([dW, W0[None]])
+    assert torch.allclose(_PerSampleLinear.apply(x, w, S, 2, rows), _loop(x, w, W0, dW))
+    assert torch.autograd.gradcheck(lambda a, b: _PerSampleLinear.apply(a, b, S, 2, rows), (x, w))
+    ensemble.release_workspace()
+    _PerSampleLinear.apply(x, w, S, 2, rows)
+    assert ensemble._local.buffers[torch.float64].numel() == 2 * min(rows, 13) * 5   # one block, reused
+
+
+def test_linear_layers_build_in_blocks_of_block_bytes(monkeypatch):
+    """EnsembleLinear picks rows so that one chunk's block stays under BLOCK_BYTES."""
+    seen = []
+    real = _PerSampleLinear.apply
+    monkeypatch.setattr(ensemble._PerSampleLinear, "apply", lambda *a: seen.append(a[3:]) or real(*a))
+    monkeypatch.setattr(ensemble, "BLOCK_BYTES", 3 * 6 * 4 * 4)        # 3 samples x 6 inputs x 4 rows, fp32
+    x, w, W0, dW = _problem(B=3, N=8, i=6, o=10, dtype=torch.float32)
+    lin = EnsembleLinear(W0, None, DenseExperts(dW, None), impl="weights")
+    assert torch.allclose(lin(x, w), _loop(x, w, W0, dW), atol=1e-5)
+    assert seen == [(max(ensemble.CHUNK_SAMPLES, ensemble.CHUNK_BYTES // (10 * 6 * 4)), 4)]

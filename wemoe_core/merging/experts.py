@@ -23,14 +23,15 @@ import torch.nn.functional as F
 from torch import nn
 
 # Per-sample weights are built for at least CHUNK_SAMPLES samples at a time (more for small
-# layers, up to CHUNK_BYTES), in one reused per-thread workspace: few large ops (robust when other
-# processes share the cores) and no page faults from fresh allocations, which dominated on CPU.
-# Building the chunk's weights whole, then applying them in one batched product, was faster on a
-# loaded 2-core CPU than building and applying them a cache-sized block at a time (many small
-# ops, each a barrier for the threads; notes in the README's Performance section).
+# layers, up to CHUNK_BYTES), in one reused per-thread workspace: no page faults from fresh
+# allocations, which dominated on CPU.
 CHUNK_SAMPLES = 16
 # Transients of either form (per-sample weights, per-expert outputs) up to this, chunking the batch.
 CHUNK_BYTES = 64 * 2**20
+# A chunk's weights are built and applied this many bytes at a time (whole output rows), so a
+# block is read back while still in cache: on a quiet 2-core CPU, one B/32 c_fc at 16 images ran
+# 2.1-2.4x a plain product in 12-25 MB blocks against 3.0x built whole (README, Performance).
+BLOCK_BYTES = 16 * 2**20
 # Building one expert into a sample's weights costs as much as applying the weights to this many
 # tokens (memory-bound build vs compute-bound matmul). Measured on a 2-core CPU; the GPU value is
 # the H200's bandwidth/compute ratio, pending measurement by `benchmarks/gpu.sh`.
@@ -72,54 +73,64 @@ def _extend(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.cat([w.to(dtype), w.new_ones(w.shape[0], 1, dtype=dtype)], dim=1)
 
 
-def _build(w1: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
-    """The chunk's per-sample weights [w_b, 1] @ [dW; W0]: (c, T + 1) -> (c, out, in), one matrix
-    product into this thread's workspace (overwritten by the next chunk). W0 is the stack's last
-    row, weighted by 1, so it is never copied."""
+def _rows(S: torch.Tensor, r: int, rr: int) -> torch.Tensor:
+    """Rows r..r+rr of every matrix of the stack, as a (T + 1, rr * in) strided view (no copy)."""
     K1, o, i = S.shape
-    c = w1.shape[0]
-    out = workspace(c * o * i, S).view(c, o * i)
-    torch.mm(w1, S.view(K1, o * i), out=out)
-    return out.view(c, o, i)
+    return S.view(K1, o * i)[:, r * i:(r + rr) * i]
 
 
 class _PerSampleLinear(torch.autograd.Function):
-    """y[b] = x[b] @ (W0 + sum_t w[b, t] dW[t])^T, ``chunk`` samples at a time: the chunk's weights
-    are built in the workspace and applied in one batched product. Backward keeps no per-sample
-    weights: it rebuilds the chunk's for the input gradient, then overwrites them with the
-    per-sample weight gradients gy_b^T x_b, contracted with the experts for the routing weights'
-    gradient. ``S``: the stack (T + 1, out, in)."""
+    """y[b] = x[b] @ (W0 + sum_t w[b, t] dW[t])^T, ``chunk`` samples at a time and ``rows`` output
+    rows at a time: a block of the chunk's weights (c, rows, in) is built in the workspace and
+    applied at once, so it is still in cache when it is read (whole matrices: ``rows`` >= out).
+    Backward keeps no per-sample weights: per block it rebuilds them for the input gradient, then
+    overwrites them with the per-sample weight gradients gy_b^T x_b, contracted with the experts
+    for the routing weights' gradient. ``S``: the stack (T + 1, out, in)."""
 
     @staticmethod
-    def forward(ctx, x, w, S, chunk: int):
+    def forward(ctx, x, w, S, chunk: int, rows: int | None = None):
         # x: (B, N, in), w: (B, T), S: (T + 1, out, in) -> (B, N, out)
         ctx.save_for_backward(x, w, S)
-        ctx.chunk = chunk
+        K1, o, i = S.shape
+        ctx.chunk, ctx.rows = chunk, min(rows or o, o)
         w1 = _extend(w, S.dtype)
-        out = x.new_empty(*x.shape[:2], S.shape[1])
+        out = x.new_empty(*x.shape[:2], o)
         for s in range(0, x.shape[0], chunk):
-            W = _build(w1[s:s + chunk], S)                                   # (c, out, in)
-            torch.bmm(x[s:s + chunk], W.transpose(1, 2), out=out[s:s + chunk])
+            sl = slice(s, s + chunk)
+            c = x[sl].shape[0]
+            for r in range(0, o, ctx.rows):
+                rr = min(ctx.rows, o - r)
+                W = workspace(c * rr * i, S).view(c, rr * i)
+                torch.mm(w1[sl], _rows(S, r, rr), out=W)                      # (c, rr, in)
+                W = W.view(c, rr, i)
+                if rr == o:
+                    torch.bmm(x[sl], W.transpose(1, 2), out=out[sl])
+                else:
+                    out[sl, :, r:r + rr] = torch.bmm(x[sl], W.transpose(1, 2))
         return out
 
     @staticmethod
     def backward(ctx, gy):
         x, w, S = ctx.saved_tensors
-        gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        gw = torch.empty(w.shape, dtype=S.dtype) if ctx.needs_input_grad[1] else None
+        gx = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
+        gw = torch.zeros(w.shape, dtype=S.dtype) if ctx.needs_input_grad[1] else None
         w1, (K1, o, i) = _extend(w, S.dtype), S.shape
         T = K1 - 1
         for s in range(0, x.shape[0], ctx.chunk):
             sl = slice(s, s + ctx.chunk)
             xs, gys = x[sl].to(S.dtype), gy[sl].to(S.dtype)
             c = xs.shape[0]
-            if gx is not None:       # gx_b = gy_b @ W_b
-                torch.bmm(gys, _build(w1[sl], S), out=gx[sl])
-            if gw is not None:       # gw[b, t] = <gy_b^T x_b, dW_t>
-                G = workspace(c * o * i, S).view(c, o, i)
-                torch.bmm(gys.transpose(1, 2), xs, out=G)
-                torch.mm(G.view(c, o * i), S[:T].reshape(T, o * i).t(), out=gw[sl])
-        return gx, (gw.to(w.dtype) if gw is not None else None), None, None
+            for r in range(0, o, ctx.rows):
+                rr = min(ctx.rows, o - r)
+                g = gys[:, :, r:r + rr]
+                B = workspace(c * rr * i, S).view(c, rr * i)
+                if gx is not None:       # gx_b += gy_b[:, rows] @ W_b[rows]
+                    torch.mm(w1[sl], _rows(S, r, rr), out=B)
+                    gx[sl].baddbmm_(g, B.view(c, rr, i))
+                if gw is not None:       # gw[b, t] += <gy_b[:, rows]^T x_b, dW_t[rows]>
+                    torch.bmm(g.transpose(1, 2), xs, out=B.view(c, rr, i))
+                    gw[sl].addmm_(B, _rows(S, r, rr)[:T].t())
+        return gx, (gw.to(w.dtype) if gw is not None else None), None, None, None
 
 
 class _PerSampleOutputs(torch.autograd.Function):
@@ -317,7 +328,8 @@ class EnsembleLinear(nn.Module):
         if self.choose_impl(x.shape[1], x.device.type) == "outputs":
             return _PerSampleOutputs.apply(x, w, S)
         chunk = max(CHUNK_SAMPLES, CHUNK_BYTES // (o * i * S.element_size()))
-        return _PerSampleLinear.apply(x, w, S, chunk)
+        rows = max(1, BLOCK_BYTES // (min(chunk, x.shape[0]) * i * S.element_size()))
+        return _PerSampleLinear.apply(x, w, S, chunk, rows)
 
     def choose_impl(self, tokens: int, device: str = "cpu") -> str:
         """Per sample, in units of one token through one (out x in) matrix: materialising costs
