@@ -4,8 +4,8 @@ with routing weights ``w`` per sample (shape (B, T)) or shared by the batch (sha
 Two exact implementations of the per-sample case (the tests prove them equal to a per-sample
 Python loop, forward and backward); ``EnsembleLinear.choose_impl`` picks one per layer:
 - ``"weights"``: materialise each sample's weights and apply them with a batched matmul, a chunk
-  of samples at a time in a reused workspace. Backward keeps only ``x`` and ``w`` and rebuilds
-  the chunk's weights, so no per-sample weight copies outlive a chunk (the public code keeps
+  of samples and a block of output rows at a time in a reused workspace. Backward keeps only ``x``
+  and ``w`` and rebuilds the block's weights, so no per-sample weight copies outlive a block (the public code keeps
   ~29 GB of them per ViT-B/32 step). Cost per sample: N tokens x (out x in) to apply, plus T
   (out x in) multiply-adds to build, which are memory-bound.
 - ``"outputs"``: the output-space identity ``x W0^T + sum_t w_t (x dW_t^T)``: no per-sample
