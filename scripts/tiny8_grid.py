@@ -23,6 +23,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))        # tiny8_zoo_sweep, also when imported by the tests
 
 from wemoe_core.cli import _parse_sets as parse_sets  # noqa: E402  (NAME=VALUE, values as JSON)
 

@@ -1,22 +1,16 @@
 """scripts/tiny8_grid.py: settings of a method on the shipped zoo, from one command line."""
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from .conftest import ROOT, load_script
+
 ZOO = ROOT / "assets" / "tiny8"
 
 
 @pytest.fixture(scope="module")
 def grid():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    spec = importlib.util.spec_from_file_location("tiny8_grid", ROOT / "scripts" / "tiny8_grid.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tiny8_grid")
 
 
 def test_spec_parsing(grid):

@@ -1,19 +1,13 @@
 """scripts/tiny8_tables.py: the README's tables and the curves figure from a saved `evaluate --json`."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
+from .conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def tables():
-    spec = importlib.util.spec_from_file_location("tiny8_tables", ROOT / "scripts" / "tiny8_tables.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tiny8_tables")
 
 
 def _results(curves: dict) -> dict:
