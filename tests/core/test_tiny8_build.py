@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import wemoe_core as wc
-from wemoe_core.pools.tiny8.build import QUICK, build, is_finetuned_param
+from wemoe_core.pools.tiny8.build import QUICK, BuildConfig, build, is_finetuned_param
 from wemoe_core.pools.tiny8.pool import Tiny8Pool
 
 SMALL = dataclasses.replace(QUICK, pretrain_steps=4, pretrain_batch=16, pretrain_images=64, train_per_task=40, workers=1,
@@ -52,6 +52,22 @@ def test_finetunes_move_what_the_config_names(zoo, tmp_path):
     moved = {k for k in pre if not torch.equal(pre[k], ft[k])}
     assert moved and all(is_finetuned_param(k, "blocks") for k in moved)
     assert not any(".ln_" in k for k in moved)
+
+
+def test_finetune_optimizer_is_a_knob_checked_before_any_work(zoo, tmp_path):
+    """``finetune_optim="sgd"`` fine-tunes the same tower with SGD (other task vectors, same
+    files); an unknown optimizer fails at once, naming the choices, not after pre-training."""
+    with pytest.raises(ValueError, match="'adamw', 'sgd'"):
+        BuildConfig(finetune_optim="lbfgs")
+    out, first = zoo
+    sgd = build(tmp_path, dataclasses.replace(SMALL, finetune_optim="sgd", finetune_lr=1e-2), report=lambda m: None,
+                pretrained=out / "pretrained.safetensors")
+    assert sgd["build"]["finetune_optim"] == "sgd" and first["build"]["finetune_optim"] == "adamw"
+    assert sgd["sha256"]["pretrained.safetensors"] == first["sha256"]["pretrained.safetensors"]
+    pre = Tiny8Pool(out).pretrained().state_dict()
+    adam_tau, sgd_tau = ({k: v - pre[k] for k, v in Tiny8Pool(d).finetuned_source("digits")().items()} for d in (out, tmp_path))
+    assert all(sgd_tau[k].abs().sum() > 0 for k in pre)
+    assert any(not torch.allclose(adam_tau[k], sgd_tau[k]) for k in pre)
 
 
 def test_pretraining_splits_are_disjoint_from_train_and_test():

@@ -40,6 +40,14 @@ log = logging.getLogger(__name__)
 BUILD_COMMAND = "python -m wemoe_core build-tiny8 --out assets/tiny8"
 
 
+# Fine-tuning optimizers (a sweep knob): AdamW as CLIP's fine-tunes; SGD with momentum, whose
+# updates follow the gradients' magnitudes (heavier-tailed task vectors; README, Tiny-8 sweep).
+FINETUNE_OPTIMIZERS = {
+    "adamw": torch.optim.AdamW,
+    "sgd": lambda params, **kw: torch.optim.SGD(params, momentum=0.9, **kw),
+}
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     seed: int = 0
@@ -71,12 +79,17 @@ class BuildConfig:
     finetune_params: str = "all"     # "blocks": attention + MLP weights; "all": every weight (CLIP's fine-tunes)
     finetune_other_lr: float = 1.0   # lr multiplier of every weight outside the MLPs (sweep knob; 1 = one lr)
     finetune_warmup: float = 0.1     # fraction of fine-tuning steps with a linear warm-up
+    finetune_optim: str = "adamw"    # "adamw" (CLIP's fine-tunes) or "sgd" (momentum 0.9: updates follow the gradients' magnitudes)
     finetune_keep: float = 10.0      # weight of a feature-preservation term on reference images (0 = off)
     keep_generic: int = 2000         # reference images from the generic pre-training mixture...
     keep_domains: int = 0            # ...and this many per OTHER task domain (pre-training split)
     keep_batch: int = 64
     threads: int = 2                # of pre-training; fixed: CPU reductions depend on the thread count
     workers: int = 2                # processes fine-tuning tasks in parallel (one thread each)
+
+    def __post_init__(self):
+        if self.finetune_optim not in FINETUNE_OPTIMIZERS:
+            raise ValueError(f"finetune_optim={self.finetune_optim!r}: choose one of {sorted(FINETUNE_OPTIMIZERS)}")
 
     def vision(self) -> VisionConfig:
         return VisionConfig(image_size=self.image_size, patch_size=self.patch_size, width=self.width,
@@ -254,7 +267,7 @@ def finetune(pre: nn.Module, head: torch.Tensor, images: torch.Tensor, labels: t
         if p.requires_grad:
             (mlp if ".mlp." in name else other).append(p)
     groups = [{"params": mlp}] + ([{"params": other, "lr": cfg.finetune_lr * cfg.finetune_other_lr}] if other else [])
-    opt = torch.optim.AdamW(groups, lr=cfg.finetune_lr, weight_decay=cfg.finetune_wd)
+    opt = FINETUNE_OPTIMIZERS[cfg.finetune_optim](groups, lr=cfg.finetune_lr, weight_decay=cfg.finetune_wd)
     sched = _cosine_lr(opt, cfg.finetune_steps, warmup=int(cfg.finetune_steps * cfg.finetune_warmup))
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + task_index)
     model.train()
