@@ -26,6 +26,6 @@ ADAPTATION = "the adaptation"      # what messages call these settings
 
 PRESETS = {
     "paper": AdaptParams(),
-    "tiny8": AdaptParams(steps=400, lr=1e-2, objective="infomax", normalize=True, balance=1.0,
+    "tiny8": AdaptParams(steps=400, lr=3e-2, objective="infomax", normalize=True, balance=1.0,
                          logit_scale=10.0, grad_clip=1.0),
 }
