@@ -4,6 +4,7 @@ visitor and on the server, job wall time, queue length, models per visitor, visi
 age of uploaded files."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 import urllib.error
@@ -24,6 +25,7 @@ from tests.app.test_callbacks import values_for
 from .conftest import launch
 
 pytestmark = pytest.mark.timeout(300)
+LAUNCH_TEMP_DIR = os.environ.get("GRADIO_TEMP_DIR")        # as the default app is launched with
 
 
 @pytest.fixture
@@ -49,9 +51,11 @@ def until(condition, timeout: float = 60.0, what: str = "condition"):
 
 
 @pytest.fixture(scope="module")
-def tight_app(tiny8_dir, tmp_path_factory):
+def tight_app(live_app, tiny8_dir, tmp_path_factory):
     """The app launched with limits that take effect at launch: 1 MB uploads, a queue of one
-    waiting request, uploaded files deleted after a second (in a temporary folder of its own)."""
+    waiting request, uploaded files deleted after a second (in a temporary folder of its own).
+    It asks for ``live_app`` first, so the module's default app is launched with the defaults
+    whatever order the tests run in."""
     mp = pytest.MonkeyPatch()
     folder = tmp_path_factory.mktemp("gradio-files")
     for k, v in {"WEMOE_MAX_UPLOAD_MB": "1", "WEMOE_QUEUE_SIZE": "1", "WEMOE_FILES_TTL_S": "1",
@@ -84,6 +88,12 @@ def test_image_pixels_are_enforced(live_app, tmp_path, monkeypatch):
     img = tmp_path / "wide.png"
     Image.new("RGB", (200, 100)).save(img)
     monkeypatch.setenv("WEMOE_MAX_IMAGE_PIXELS", "10000")     # read per request
+    # Gradio checks an upload's folder against GRADIO_TEMP_DIR per request, process-wide: the
+    # default app's folder, not the one `tight_app` sets (run alone, this module failed here).
+    if LAUNCH_TEMP_DIR is None:
+        monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    else:
+        monkeypatch.setenv("GRADIO_TEMP_DIR", LAUNCH_TEMP_DIR)
     with pytest.raises(AppError, match=r"200 x 100 pixels; the limit is 10,000 pixels: resize it"):
         Client(live_app, verbose=False).predict(handle_file(str(img)), api_name="/predict")
 
