@@ -43,6 +43,10 @@ def run(plan: Plan, sections: tuple[str, ...]) -> dict:
         _section(name, plan, setup, bench, res)
         res["seconds"][name] = round(time.perf_counter() - t0, 1)
         _say(f"[{name}] done in {res['seconds'][name]} s")
+    comp, inf = res.get("compression") or {}, res.get("inference") or {}
+    if comp.get("variants") and inf:           # equally compressed variants: the faster one is chosen
+        low = inf[str(max(map(int, inf)))].get("lowrank") or {}
+        comp["chosen"] = tiny8._best(comp["variants"], {k: v["time_ratio_vs_plain"] for k, v in low.items()})
     res.update(report.headline(res))
     res["targets"] = report.verdicts(report.headline(res))
     return res

@@ -45,7 +45,8 @@ def _cuda_peaks(bench: Bench, calls) -> dict:
 
 
 def lowrank_name(hp: dict) -> str:
-    return f"lowrank r={hp['rank']}" + (" bf16" if hp.get("factors") == "bfloat16" else "")
+    return (f"lowrank r={hp['rank']}" + (" bf16" if hp.get("factors") == "bfloat16" else "")
+            + (", bf16 math" if hp.get("factor_math") == "bfloat16" else ""))
 
 
 def arithmetic(plan: Plan) -> dict:
@@ -62,7 +63,8 @@ def inference(plan: Plan, bench: Bench) -> dict:
     rounds; each ratio beside its limit."""
     out, lim = {}, arithmetic(plan)
     comps = {lowrank_name(hp): Bench(dataclasses.replace(bench.setup, compress="lowrank", rank=hp["rank"],
-                                                         factors=hp.get("factors", "float32")))
+                                                         factors=hp.get("factors", "float32"),
+                                                         factor_math=hp.get("factor_math", "float32")))
              for hp in plan.lowrank_variants()}
     for batch in plan.infer_batches:
         variants = ["plain", "wemoe"] + (["loop"] if batch in plan.loop_infer_batches else [])

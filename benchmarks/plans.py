@@ -59,7 +59,7 @@ class Plan:
 
 FULL = Plan("full", tta_per_task=2, growth_rounds=1, tiny8_steps=200, kernel_tokens=(1, 4, 16, 50), tiny8_seeds=(0, 1, 2),
             compress=({"compress": "lowrank", "rank": 16}, {"compress": "lowrank", "rank": 32, "factors": "bfloat16"},
-                      {"compress": "lowrank", "rank": 40, "factors": "bfloat16"}))
+                      {"compress": "lowrank", "rank": 32, "factors": "bfloat16", "factor_math": "bfloat16"}))
 QUICK = Plan("quick", layers=2, rounds=2, infer_batches=(2, 8), loop_infer_batches=(2,), tta_per_task=1,
              loop_memory_per_task=(1,), paper_per_task=None, growth_experts=(2, 8), growth_layers=(1, 2),
              growth_tasks=1, kernel_tokens=(1, 50), kernel_batch=4, build_layers=1, tiny8_quick=True,

@@ -37,7 +37,8 @@ class Setup:
     impl: str = "auto"               # EnsembleLinear implementation: auto, weights, outputs
     compress: str = "none"           # expert storage: none, lowrank
     rank: int = 16                   # lowrank: the factors' rank
-    factors: str = "float32"         # lowrank: the factors' storage (applied in ``dtype``)
+    factors: str = "float32"         # lowrank: the factors' storage
+    factor_math: str = "float32"     # lowrank: the arithmetic of their products (float32: in ``dtype``)
     dtype: str = "float32"
     device: str = "cpu"
 
@@ -54,7 +55,7 @@ class Bench:
         self.cfg = synthetic.vit_config(setup.arch, setup.layers)
         dtype = getattr(torch, setup.dtype)
         self.plain, self.moe = synthetic.wemoe(self.cfg, setup.experts, compress=setup.compress, rank=setup.rank,
-                                               factors=getattr(torch, setup.factors))
+                                               factors=getattr(torch, setup.factors), factor_math=setup.factor_math)
         self.plain.to(setup.device, dtype)
         self.moe.to(setup.device, dtype)
         for m in self.moe.modules():

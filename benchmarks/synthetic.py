@@ -46,14 +46,14 @@ def finetuned_sources(pre: torch.nn.Module, experts: int, seed: int = 0) -> list
 
 
 def wemoe(cfg: VisionConfig, experts: int, seed: int = 0, compress: str = "none", rank: int = 16,
-          factors: torch.dtype = torch.float32, **options) -> tuple[torch.nn.Module, WEMoE]:
+          factors: torch.dtype = torch.float32, factor_math: str = "float32", **options) -> tuple[torch.nn.Module, WEMoE]:
     """(pre-trained tower, a T-expert WEMoE of the same shapes), built fast: ``upscale`` from ONE
     random fine-tuned tower, then every expert dictionary widened to T scaled copies of its task
     vector and every router rebuilt for T outputs. Layout, dtype and bytes equal those of a
     WEMoE upscaled from T towers; only the values differ, and speed does not depend on them.
     ``compress="lowrank"``: each dictionary then becomes random rank-``rank`` factors of the
-    shapes ``LowRankExperts`` stores, in ``factors`` (an SVD of random task vectors would only
-    cost time)."""
+    shapes ``LowRankExperts`` stores, in ``factors``, applied in ``factor_math`` (an SVD of random
+    task vectors would only cost time)."""
     if compress not in ("none", "lowrank"):
         raise ValueError(f"compress={compress!r}: the synthetic model has 'none' or 'lowrank'")
     pre = pretrained(cfg, seed)
@@ -67,7 +67,7 @@ def wemoe(cfg: VisionConfig, experts: int, seed: int = 0, compress: str = "none"
                 (o, i), sd = d.shape[1:], float(d.std()) / rank ** 0.5
                 m.experts = LowRankExperts((torch.randn(experts, o, rank, generator=g) * sd ** 0.5).to(factors),
                                            (torch.randn(experts, i, rank, generator=g) * sd ** 0.5).to(factors),
-                                           b * scale.view(-1, 1))
+                                           b * scale.view(-1, 1), factor_math)
             else:
                 m.experts = DenseExperts(d * scale.view(-1, *[1] * (d.dim() - 1)), b * scale.view(-1, 1))
             m.restack()

@@ -90,13 +90,16 @@ def compression(pool, plan: Plan) -> dict:
             "seeds": list(plan.tiny8_seeds)}
 
 
-def _best(runs: dict) -> str | None:
-    """The most compressed variant within 1 point of dense, else the most accurate 4x+ one."""
+def _best(runs: dict, speed: dict | None = None) -> str | None:
+    """The most compressed variant within 1 point of dense, else the most accurate 4x+ one.
+    Variants equally compressed (same rank and storage, different arithmetic) are told apart by
+    ``speed`` (name -> inference time ratio to plain), the faster first, when it is known."""
+    speed = speed or {}
     ok = [k for k, r in runs.items() if r["accuracy_drop_points"] <= 1.0 and r["memory_ratio"] >= 4.0]
     if ok:
-        return max(ok, key=lambda k: runs[k]["memory_ratio"])
+        return max(ok, key=lambda k: (runs[k]["memory_ratio"], -speed.get(k, float("inf"))))
     big = [k for k, r in runs.items() if r["memory_ratio"] >= 4.0]
-    return min(big, key=lambda k: runs[k]["accuracy_drop_points"]) if big else None
+    return min(big, key=lambda k: (runs[k]["accuracy_drop_points"], speed.get(k, float("inf")))) if big else None
 
 
 def _name(hp: dict) -> str:

@@ -96,6 +96,18 @@ def test_compression_headline_and_table_come_from_the_seed_means():
     assert "seeds 0, 1 of the data order" in md and "| lowrank r=24 | 69.05 | 70.83 / 67.28 | +1.36 | +0.55 / +2.17 |" in md
 
 
+def test_equally_compressed_variants_are_told_apart_by_their_speed():
+    from benchmarks.tiny8 import _best
+
+    row = {"memory_ratio": 5.8, "accuracy_drop_points": 0.8}
+    variants = {"lowrank r=16": {"memory_ratio": 11.6, "accuracy_drop_points": 2.9},
+                "lowrank r=32 bf16": row, "lowrank r=32 bf16, bf16 math": {**row, "accuracy_drop_points": 0.9}}
+    assert _best(variants) == "lowrank r=32 bf16"            # no timings: the first of the tie
+    speed = {"lowrank r=16": 1.28, "lowrank r=32 bf16": 1.39, "lowrank r=32 bf16, bf16 math": 1.21}
+    assert _best(variants, speed) == "lowrank r=32 bf16, bf16 math"
+    assert _best({k: {**v, "accuracy_drop_points": 3.0} for k, v in variants.items()}, speed) == "lowrank r=32 bf16, bf16 math"
+
+
 def test_a_run_without_timings_writes_no_empty_chart(tmp_path):
     from benchmarks.__main__ import write
 

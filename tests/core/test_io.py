@@ -35,7 +35,8 @@ def test_merged_model_round_trips_bit_exactly(tmp_path, pool, images):
 
 
 @pytest.mark.parametrize("kw", [{}, {"upscale_attention": True, "router_depth": 1},
-                                {"compress": "lowrank", "rank": 4, "blocks": 2}])
+                                {"compress": "lowrank", "rank": 4, "blocks": 2},
+                                {"compress": "lowrank", "rank": 4, "factors": "bfloat16", "factor_math": "bfloat16"}])
 def test_wemoe_round_trips_bit_exactly(tmp_path, pool, images, kw):
     pre, fts, _ = pool
     model = wc.upscale(pre, fts, task_names=TASKS, **kw)
@@ -49,6 +50,7 @@ def test_wemoe_round_trips_bit_exactly(tmp_path, pool, images, kw):
     assert sd.keys() == sd2.keys() and all(torch.equal(sd[k], sd2[k]) for k in sd)
     assert torch.equal(model(images), loaded(images))
     assert all(p.requires_grad == ("router" in n) for n, p in loaded.named_parameters())
+    assert [getattr(m, "math", None) for m in loaded.modules()] == [getattr(m, "math", None) for m in model.modules()]
 
 
 def test_router_checkpoint_reattaches_to_the_same_pool_only(tmp_path, pool, images):

@@ -38,6 +38,7 @@ def test_a_setting_applies_only_when_its_condition_holds():
     wemoe = {s.name: s for s in specs(METHODS["wemoe"].params)}
     rank, density = wemoe["rank"], wemoe["density"]
     assert rank.applies({"compress": "lowrank"}) and not rank.applies({"compress": "none"})
+    assert wemoe["factor_math"].applies({"compress": "lowrank"}) and not wemoe["factor_math"].applies({"compress": "sparse"})
     assert density.applies({"compress": "sparse"}) and not density.applies({"compress": "lowrank"})
     balance = next(s for s in specs(AdaptParams) if s.name == "balance")
     assert balance.applies({"routing": "softmax"}) and not balance.applies({"routing": "dense"})

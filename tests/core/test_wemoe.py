@@ -6,7 +6,8 @@ import torch
 
 import wemoe_core as wc
 from wemoe_core.merging.adamerging import AdaMerging, AdaMergingParams
-from wemoe_core.merging.experts import EnsembleLinear, _PerSampleLinear
+from wemoe_core.merging import experts as experts_mod
+from wemoe_core.merging.experts import EnsembleLinear, LowRankExperts, _PerSampleLinear
 from wemoe_core.merging.wemoe import Router
 from wemoe_core.model import keys
 from wemoe_core.model.towers import copy_frozen, state_of
@@ -150,6 +151,43 @@ def test_lowrank_experts_equal_their_per_sample_loop_forward_and_gradients(pool,
     model.to(torch.float32)                                    # moving keeps the storage dtype
     assert all(e.a.dtype == getattr(torch, factors) for e in low)
     _assert_equals_per_sample_loop(model, images)
+
+
+def test_lowrank_bfloat16_math_is_the_float32_model_to_bfloat16_rounding(pool, images, monkeypatch):
+    """bfloat16 arithmetic of the factors changes only the experts' part of each routed output,
+    by bf16 rounding (its inputs carry 8 significant bits): forward and router gradients stay
+    within 2 % of that part's scale of the exact float32 path on the same factors. The blocked
+    in-place add used without grad gives what the one-piece add gives with grad."""
+    pre, fts, _ = pool
+    exact = wc.upscale(pre, fts, upscale_attention=True, compress="lowrank", rank=3, factors="bfloat16")
+    fast = wc.upscale(pre, fts, upscale_attention=True, compress="lowrank", rank=3, factors="bfloat16",
+                      factor_math="bfloat16")
+    lin = [m for m in fast.modules() if isinstance(m, EnsembleLinear)]
+    assert lin and all(m.experts.math == "bfloat16" for m in lin)
+    assert all(m.experts.math == "float32" for m in exact.modules() if isinstance(m, EnsembleLinear))
+    target = torch.randn(6, 16, generator=torch.Generator().manual_seed(3))
+    outs, grads = [], []
+    for model in (exact, fast):
+        out = model(images)
+        (out * target).sum().backward()
+        outs.append(out.detach())
+        grads.append([p.grad.clone() for p in model.router_parameters()])
+    gap = (outs[1] - outs[0]).abs().max()
+    assert 0 < gap < 0.02 * outs[0].abs().max()                # the arithmetic did change, and only a little
+    for g0, g1 in zip(*grads):
+        assert torch.allclose(g1, g0, atol=0.02 * float(g0.abs().max()))
+    with torch.no_grad():
+        whole = fast(images)
+        monkeypatch.setattr(experts_mod, "ADD_BLOCK_BYTES", 64)   # a few rows per block
+        assert torch.allclose(fast(images), whole, atol=1e-5)
+    assert torch.allclose(whole, outs[1], atol=1e-5)
+
+
+def test_lowrank_math_is_checked():
+    with pytest.raises(ValueError, match="float32, bfloat16"):
+        LowRankExperts(torch.zeros(2, 4, 1), torch.zeros(2, 3, 1), None, math="fp8")
+    with pytest.raises(ValueError, match="factor_math"):
+        wc.upscale(torch.nn.Linear(2, 2), [], compress="lowrank", factor_math="half")
 
 
 def test_per_sample_linear_gradcheck_with_chunks():

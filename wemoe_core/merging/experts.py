@@ -11,7 +11,8 @@ Python loop, forward and backward); ``EnsembleLinear.choose_impl`` picks one per
 - ``"outputs"``: the output-space identity ``x W0^T + sum_t w_t (x dW_t^T)``: no per-sample
   weights, but (T + 1) times the matmul work; wins only for very short sequences.
 Compressed experts save memory: low-rank factors (``LowRankExperts``, ``dW_t ~ a_t b_t^T``,
-applied in output space at T r (in + out) per token) or sparse top-k entries (``SparseExperts``,
+applied in output space at T r (in + out) per token, in float32 or, with ``math="bfloat16"``,
+with bfloat16 inputs and float32 accumulation) or sparse top-k entries (``SparseExperts``,
 scattered back into a dense transient each forward, then as above).
 """
 from __future__ import annotations
@@ -36,6 +37,11 @@ BLOCK_BYTES = 16 * 2**20
 # tokens (memory-bound build vs compute-bound matmul). Measured on a 2-core CPU; the GPU value is
 # the H200's bandwidth/compute ratio, pending measurement by `benchmarks/gpu.sh`.
 BUILD_COST_TOKENS = {"cpu": 4.0, "cuda": 256.0}
+# Low-rank experts in bfloat16 arithmetic add their part to the float32 output this many bytes
+# of it at a time, while the block is in cache (no grad only; README, Performance).
+ADD_BLOCK_BYTES = 4 * 2**20
+# The arithmetic of low-rank experts' products (``LowRankExperts.math``).
+FACTOR_MATHS = ("float32", "bfloat16")
 
 _local = threading.local()
 
@@ -185,17 +191,27 @@ class DenseExperts(nn.Module):
 
 class LowRankExperts(nn.Module):
     """Task vectors compressed to rank r: dW_t = a_t @ b_t^T, a: (T, out, r), b: (T, in, r).
-    The factors may be stored in bf16 (half the bytes); they are applied in the input's dtype."""
+    The factors may be stored in bf16 (half the bytes). ``math`` is the arithmetic of their two
+    products: ``"float32"`` (the input's dtype; exact for the model the factors define) or
+    ``"bfloat16"`` (bf16 inputs, float32 accumulation inside each product, the experts' part
+    rounded to bf16 before it joins the float32 output; several times faster on CPUs with AMX or
+    AVX512-BF16 and on recent GPUs, slower elsewhere). The pre-trained weights stay float32."""
 
-    def __init__(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None):
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, math: str = "float32"):
         super().__init__()
+        if math not in FACTOR_MATHS:
+            raise ValueError(f"math={math!r}: choose one of {', '.join(FACTOR_MATHS)}")
         self.register_buffer("a", a)
         self.register_buffer("b", b)
         self.register_buffer("bias", bias)
+        self.math = math
+
+    def extra_repr(self) -> str:
+        return f"experts={self.a.shape[0]}, rank={self.a.shape[-1]}, factors={self.a.dtype}, math={self.math}"
 
     @classmethod
     def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None, rank: int,
-                   dtype: torch.dtype | None = None) -> LowRankExperts:
+                   dtype: torch.dtype | None = None, math: str = "float32") -> LowRankExperts:
         """Truncated SVD per task: the best rank-r approximation in Frobenius norm, split as
         a = U sqrt(S), b = V sqrt(S) (balanced, so bf16 rounds both alike); factors in ``dtype``
         (default: the weight's)."""
@@ -205,7 +221,7 @@ class LowRankExperts(nn.Module):
         dtype = dtype or weight.dtype
         a = (U[..., :r] * root).to(dtype).contiguous()
         b = (Vh[:, :r, :].transpose(1, 2) * root).to(dtype).contiguous()
-        return cls(a, b, bias)
+        return cls(a, b, bias, math)
 
     def _apply(self, fn, recurse=True):
         """Moving the model keeps bf16 factors bf16 (``model.to(torch.float32)`` would widen them)."""
@@ -320,7 +336,7 @@ class EnsembleLinear(nn.Module):
 
     def _matmul(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if isinstance(self.experts, LowRankExperts):
-            return _lowrank_matmul(x, w, self.weight, self.experts.a, self.experts.b)
+            return _lowrank_matmul(x, w, self.weight, self.experts.a, self.experts.b, self.experts.math)
         S = self.stack()                                # (T + 1, out, in)
         K1, o, i = S.shape
         if w.dim() == 1:   # one weight vector for the whole batch: merge once, plain matmul
@@ -342,15 +358,28 @@ class EnsembleLinear(nn.Module):
         return "weights" if tokens >= k else "outputs"
 
 
-def _lowrank_matmul(x: torch.Tensor, w: torch.Tensor, W0: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _lowrank_matmul(x: torch.Tensor, w: torch.Tensor, W0: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                    math: str = "float32") -> torch.Tensor:
     """x W0^T + sum_t w_t (x b_t) a_t^T for per-sample (B, T) or shared (T,) weights, as two flat
     products over all tokens: z = x [b_1 .. b_T] (B N, T r), scaled by each sample's w_t, then
-    x W0^T + z [a_1 .. a_T]^T in one addmm. Factors stored in a narrower dtype (bf16) are widened
-    to x's for the products (fp32 accumulation)."""
+    x W0^T + z [a_1 .. a_T]^T. In float32 ``math`` the last two are one addmm, and factors stored
+    in a narrower dtype (bf16) are widened to x's. In bfloat16 ``math`` x, the factors and w are
+    rounded to bf16 for the two products (float32 accumulation inside each); x W0^T stays in x's
+    dtype, and without grad the experts' part is added to it a cache-sized block of rows at a time."""
     T, i, r = b.shape
-    bs = b.to(x.dtype).permute(1, 0, 2).reshape(i, T * r)             # (in, T r)
-    at = a.to(x.dtype).permute(0, 2, 1).reshape(T * r, a.shape[1])    # (T r, out)
+    dt = torch.bfloat16 if math == "bfloat16" else x.dtype
+    bs = b.to(dt).permute(1, 0, 2).reshape(i, T * r)             # (in, T r)
+    at = a.to(dt).permute(0, 2, 1).reshape(T * r, a.shape[1])    # (T r, out)
     x2 = x.reshape(-1, i)
-    z = (x2 @ bs).view(*x.shape[:-1], T, r)
-    z = z * (w[:, None, :, None] if w.dim() == 2 else w[:, None])
-    return torch.addmm(F.linear(x2, W0), z.view(-1, T * r), at).view(*x.shape[:-1], -1)
+    z = (x2.to(dt) @ bs).view(*x.shape[:-1], T, r)
+    z = (z * (w[:, None, :, None] if w.dim() == 2 else w[:, None]).to(dt)).view(-1, T * r)
+    if dt == x.dtype:
+        return torch.addmm(F.linear(x2, W0), z, at).view(*x.shape[:-1], -1)
+    y = F.linear(x2, W0)
+    if torch.is_grad_enabled() and (y.requires_grad or z.requires_grad):
+        y = y + z @ at
+    else:
+        rows = max(1, ADD_BLOCK_BYTES // (at.shape[1] * y.element_size()))
+        for s in range(0, y.shape[0], rows):
+            y[s:s + rows] += z[s:s + rows] @ at
+    return y.view(*x.shape[:-1], -1)

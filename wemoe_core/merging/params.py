@@ -43,6 +43,7 @@ class WEMoEParams:
     scope: str = hp("sample", "sample: each image gets its own weights (paper); batch: one vector per batch (FusionBench shortcut, leaks the task when a batch holds one task)", choices=("sample", "batch"))
     compress: str = hp("none", "Store task vectors dense, as rank-r factors (lowrank), or as their largest entries (sparse); compressed saves memory, approximately", choices=("none", "lowrank", "sparse"))
     rank: int = hp(16, "Rank of compressed experts (compress='lowrank')", min=1, max=1024, step=1, when=("compress", "lowrank"))
-    factors: str = hp("float32", "Storage of the low-rank factors: bfloat16 halves their bytes; they are applied in float32 either way (compress='lowrank')", choices=("float32", "bfloat16"), when=("compress", "lowrank"))
+    factors: str = hp("float32", "Storage of the low-rank factors: bfloat16 halves their bytes (compress='lowrank')", choices=("float32", "bfloat16"), when=("compress", "lowrank"))
+    factor_math: str = hp("float32", "Arithmetic of the low-rank products: float32, or bfloat16 inputs with float32 accumulation (several times faster on CPUs with AMX or AVX512-BF16 and on recent GPUs, slower on others; approximate). The pre-trained weights' product stays float32 (compress='lowrank')", choices=("float32", "bfloat16"), when=("compress", "lowrank"))
     density: float = hp(0.1, "Fraction of each task vector's entries kept, by magnitude (compress='sparse'); value + index cost 2 x density of the dense memory", min=0.0, min_open=True, max=1.0, step=0.01, when=("compress", "sparse"))
     seed: int = hp(0, "Seed of the routers' random initialisation", min=0, max=2**31 - 1, step=1)

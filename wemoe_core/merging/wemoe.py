@@ -255,7 +255,7 @@ def _collect(pre, finetuned, routed, lam, names, keep: range):
 
 def _experts(w: torch.Tensor, b: torch.Tensor, params: WEMoEParams) -> nn.Module:
     if params.compress == "lowrank":
-        return LowRankExperts.from_dense(w, b, params.rank, dtype=getattr(torch, params.factors))
+        return LowRankExperts.from_dense(w, b, params.rank, dtype=getattr(torch, params.factors), math=params.factor_math)
     if params.compress == "sparse":
         return SparseExperts.from_dense(w, b, params.density)
     return DenseExperts(w, b)
@@ -298,18 +298,18 @@ def skeleton(cfg, params: WEMoEParams, task_names: Sequence[str], state: keys.St
         block = vision.transformer.resblocks[i]
         pre = f"vision.transformer.resblocks.{i}."
         if params.upscale_attention:
-            block.attn = WEAttention(_empty_linear(state, pre + "attn.in_proj"), _empty_linear(state, pre + "attn.out_proj"),
+            block.attn = WEAttention(_empty_linear(state, pre + "attn.in_proj", params), _empty_linear(state, pre + "attn.out_proj", params),
                                      block.attn.num_heads, _routing(cfg.width, T, params, None))
-        block.mlp = WEMLP(_empty_linear(state, pre + "mlp.c_fc"), block.mlp.gelu,
-                          _empty_linear(state, pre + "mlp.c_proj"), _routing(cfg.width, T, params, None))
+        block.mlp = WEMLP(_empty_linear(state, pre + "mlp.c_fc", params), block.mlp.gelu,
+                          _empty_linear(state, pre + "mlp.c_proj", params), _routing(cfg.width, T, params, None))
     return WEMoE(vision, params, task_names)
 
 
-def _empty_linear(state: keys.StateDict, prefix: str) -> EnsembleLinear:
+def _empty_linear(state: keys.StateDict, prefix: str, params: WEMoEParams) -> EnsembleLinear:
     e = prefix + ".experts."
     like = lambda k: torch.empty_like(state[k]) if k in state else None  # noqa: E731
     if e + "a" in state:
-        experts = LowRankExperts(like(e + "a"), like(e + "b"), like(e + "bias"))
+        experts = LowRankExperts(like(e + "a"), like(e + "b"), like(e + "bias"), params.factor_math)
     elif e + "values" in state:
         experts = SparseExperts(like(e + "values"), like(e + "indices"), like(e + "bias"), state[prefix + ".weight"].shape)
     else:
