@@ -155,8 +155,9 @@ def test_lowrank_experts_equal_their_per_sample_loop_forward_and_gradients(pool,
 
 def test_lowrank_bfloat16_math_is_the_float32_model_to_bfloat16_rounding(pool, images, monkeypatch):
     """bfloat16 arithmetic of the factors changes only the experts' part of each routed output,
-    by bf16 rounding (its inputs carry 8 significant bits): forward and router gradients stay
-    within 2 % of that part's scale of the exact float32 path on the same factors. The blocked
+    by bf16 rounding (its inputs carry 8 significant bits): the outputs differ from the exact
+    float32 path on the same factors, by under 2 % of the outputs' scale, and the router gradients
+    by under 2 % of theirs. The blocked
     in-place add used without grad gives what the one-piece add gives with grad."""
     pre, fts, _ = pool
     exact = wc.upscale(pre, fts, upscale_attention=True, compress="lowrank", rank=3, factors="bfloat16")
